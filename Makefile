@@ -1,0 +1,44 @@
+# fiveplane — the two set-up commands are `make demo` and `make test`; each builds .venv from nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install when a distribution's metadata changes.
+PROJECTS := packages/fiveplane/pyproject.toml
+STAMP := $(VENV)/.installed-$(shell cat $(PROJECTS) Makefile | sha256sum | cut -c1-16)
+
+.PHONY: setup demo test test-fast bench lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "uv>=0.9,<0.14"
+
+$(STAMP): $(BIN)/python $(PROJECTS)
+	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet -e "packages/fiveplane[dev,postgres]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/fiveplane demo
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not postgres" $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench
+
+lint: setup
+	$(BIN)/ruff check packages tests bench
+	$(BIN)/ruff format --check packages tests bench
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff format packages tests bench
+	$(BIN)/ruff check --fix packages tests bench
+
+clean:
+	rm -rf $(VENV) .bench .fiveplane .pytest_cache .mypy_cache .ruff_cache

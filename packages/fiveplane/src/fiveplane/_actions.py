@@ -1,0 +1,173 @@
+"""The Action: one step of an agent, in the interchange format every plane, adapter and the CLI use.
+
+An :class:`Action` is what the mediator judges. It names the mediation point (where in the agent's
+run the step was stopped), the tool and connector, the action class, the arguments or content, the
+composite principal (the ordered chain of who acts: human user → agents → connector), the session
+and the declared intent. Its JSON form (``model_dump(mode="json")``) is stable: adapters emit it,
+``fiveplane policy explain`` reads it as JSON Lines, and the ledger stores it (after redaction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import rfc8785
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "Action",
+    "ActionClass",
+    "MediationPoint",
+    "Principal",
+    "PrincipalKind",
+    "canonical_json",
+]
+
+
+class MediationPoint(StrEnum):
+    """Where an agent's run was stopped to be judged (DESIGN.md §3)."""
+
+    INPUT = "input"
+    """The user's request enters; the intent is declared here."""
+    MODEL_OUTPUT = "model_output"
+    """The model proposes tool calls or a plan."""
+    TOOL_CALL = "tool_call"
+    """Before a tool or connector executes: the main enforcement point."""
+    TOOL_RESULT = "tool_result"
+    """After a tool executed, before the model sees its result."""
+    RETRIEVAL = "retrieval"
+    """Documents from a retriever, before the model sees them."""
+    DELEGATION = "delegation"
+    """A hand-off to a sub-agent; authority can only narrow."""
+    FINAL_OUTPUT = "final_output"
+    """The answer leaves to the user or another system."""
+
+
+class ActionClass(StrEnum):
+    """What an operation does to the world (DESIGN.md §5)."""
+
+    READ = "read"
+    INVOKE = "invoke"
+    MODIFY = "modify"
+    """A change to a system of record."""
+
+
+class PrincipalKind(StrEnum):
+    USER = "user"
+    AGENT = "agent"
+    CONNECTOR = "connector"
+    SERVICE = "service"
+
+
+class Principal(BaseModel):
+    """One link of the composite principal chain."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: PrincipalKind
+    id: str = Field(min_length=1)
+    roles: tuple[str, ...] = ()
+    claims: dict[str, Any] = Field(default_factory=dict)
+
+    def __hash__(self) -> int:  # claims is a dict: hash on identity fields only
+        return hash((self.kind, self.id, self.roles))
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 (JCS) canonical bytes of a JSON-compatible value."""
+    return rfc8785.dumps(value)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Action(BaseModel):
+    """One step of an agent, judged once by the mediator.
+
+    ``connector`` and ``action_class`` may be left out for a tool the policy's catalog knows: the
+    catalog is authoritative and fills them in (a caller cannot downgrade a ``modify`` to a ``read``
+    by mislabelling it).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    point: MediationPoint
+    """The mediation point at which this step was stopped."""
+    tool: str | None = None
+    """The tool (``connector.operation`` by convention) for tool calls and results."""
+    connector: str | None = None
+    """The connector (system of record) the tool talks to."""
+    action_class: ActionClass | None = None
+    """read / invoke / modify; from the policy catalog when the tool is known."""
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    """Tool arguments (tool_call) or structured content."""
+    content: Any = None
+    """Free content: the user's input, a model's output, a tool result, retrieved documents."""
+    principal: tuple[Principal, ...] = Field(min_length=1)
+    """Ordered chain: human user (roles, claims) → agents → connector."""
+    session_id: str = Field(min_length=1)
+    intent: str | None = None
+    """The declared intent of the run (captured at the ``input`` point)."""
+    purpose: str | None = None
+    """The declared purpose category, bound against the agent's declared purposes."""
+    action_id: str = Field(default_factory=_new_id)
+    parent_action_id: str | None = None
+    """For results: the tool_call action they answer; for delegations: the delegating action."""
+    labels: tuple[str, ...] = ()
+    """Classification labels carried by this action's data (e.g. ``CONFIDENTIAL``)."""
+    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @field_validator("tool", "connector")
+    @classmethod
+    def _non_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _tool_points_need_tool(self) -> Action:
+        if self.point in (MediationPoint.TOOL_CALL, MediationPoint.TOOL_RESULT) and not self.tool:
+            raise ValueError(f"an action at point {self.point.value!r} must name its tool")
+        return self
+
+    # --- views ----------------------------------------------------------------------------
+
+    @property
+    def user(self) -> Principal | None:
+        """The human at the head of the chain, if any."""
+        for link in self.principal:
+            if link.kind is PrincipalKind.USER:
+                return link
+        return None
+
+    @property
+    def agent(self) -> Principal | None:
+        """The innermost agent of the chain (the one acting now)."""
+        for link in reversed(self.principal):
+            if link.kind is PrincipalKind.AGENT:
+                return link
+        return None
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """Roles held by the human user of the chain."""
+        user = self.user
+        return frozenset(user.roles) if user else frozenset()
+
+    def digest(self) -> str:
+        """SHA-256 over the canonical JSON of what the action *does* (not when or its id).
+
+        Approvals are bound to this digest: any change of tool, arguments, principal or content
+        gives another digest, hence another action that must be decided again.
+        """
+        body = self.model_dump(mode="json", exclude={"action_id", "timestamp"})
+        return hashlib.sha256(canonical_json(body)).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable JSON form."""
+        return self.model_dump(mode="json")

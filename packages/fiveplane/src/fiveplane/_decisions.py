@@ -1,0 +1,183 @@
+"""The Decision: one verdict with its reasons, findings, obligations and errors, as a value.
+
+Combination is deny-overrides: the strongest verdict wins (``block`` > ``require_approval`` >
+``defer`` > ``narrow`` > ``modify`` > ``allow``). A plane error is a finding of severity ``error``
+and always ends in ``block`` (fail closed).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Decision",
+    "Finding",
+    "Mode",
+    "Obligation",
+    "ObligationKind",
+    "Severity",
+    "Verdict",
+    "strongest",
+]
+
+
+class Verdict(StrEnum):
+    """The interruption primitives (DESIGN.md §4)."""
+
+    ALLOW = "allow"
+    MODIFY = "modify"
+    """Proceed with rewritten (redacted, minimized) arguments or results."""
+    NARROW = "narrow"
+    """Proceed with an attenuated capability (read-only, a smaller resource set)."""
+    DEFER = "defer"
+    """Park the action; it resumes when an approval or a condition arrives."""
+    REQUIRE_APPROVAL = "require_approval"
+    """Pause and escalate to a human, bound to the exact action."""
+    BLOCK = "block"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    @property
+    def proceeds(self) -> bool:
+        """True when the action may run now (possibly rewritten or narrowed)."""
+        return self in (Verdict.ALLOW, Verdict.MODIFY, Verdict.NARROW)
+
+
+_RANK = {
+    Verdict.ALLOW: 0,
+    Verdict.MODIFY: 1,
+    Verdict.NARROW: 2,
+    Verdict.DEFER: 3,
+    Verdict.REQUIRE_APPROVAL: 4,
+    Verdict.BLOCK: 5,
+}
+
+
+def strongest(verdicts: list[Verdict] | tuple[Verdict, ...]) -> Verdict:
+    """Deny-overrides combination. An empty list is an error, never an allow."""
+    if not verdicts:
+        raise ValueError("no verdict to combine: refusing to default to allow")
+    return max(verdicts, key=_RANK.__getitem__)
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    HIGH = "high"
+    CRITICAL = "critical"
+    ERROR = "error"
+    """An evaluation error: the decision fails closed."""
+
+
+class Mode(StrEnum):
+    """How a policy pack's verdicts take effect."""
+
+    ENFORCE = "enforce"
+    WARN = "warn"
+    """Record and explain what would be stopped, let it run."""
+    SHADOW = "shadow"
+    """Record what would have happened, change nothing."""
+
+
+class Finding(BaseModel):
+    """What one plane found about an action."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    plane: str
+    code: str
+    message: str
+    severity: Severity = Severity.INFO
+    rule_id: str | None = None
+    verdict: Verdict | None = None
+    """The verdict this finding argues for, if any."""
+
+
+class ObligationKind(StrEnum):
+    REDACT = "redact"
+    """Replace spans or fields with redacted values (data plane)."""
+    MINIMIZE = "minimize"
+    """Strip argument fields a tool may not receive (data plane)."""
+    ATTENUATE = "attenuate"
+    """Run with a narrowed capability, e.g. read-only (identity plane)."""
+    APPROVAL = "approval"
+    """Approvers required before the action may run."""
+    RATE_LIMIT = "rate_limit"
+    LABEL = "label"
+    """Attach classification labels to the session (data plane)."""
+    TAINT = "taint"
+    """Mark the content as untrusted in the session (information flow)."""
+    NOTIFY = "notify"
+
+
+class Obligation(BaseModel):
+    """Something an enforcement plane must do for the decision to hold."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: ObligationKind
+    plane: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    rule_id: str | None = None
+
+
+class Decision(BaseModel):
+    """The single outcome of judging one action."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action_id: str
+    verdict: Verdict
+    """The verdict that takes effect (after the pack's mode)."""
+    policy_verdict: Verdict
+    """What the policy decided; differs from ``verdict`` only in warn/shadow mode."""
+    mode: Mode = Mode.ENFORCE
+    rule_ids: tuple[str, ...] = ()
+    """The rules that produced the policy verdict."""
+    findings: tuple[Finding, ...] = ()
+    obligations: tuple[Obligation, ...] = ()
+    explanation: str
+    """One sentence a person can read."""
+    policy_hash: str
+    policy_version: str
+    evaluated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    duration_us: float = 0.0
+    errors: tuple[str, ...] = ()
+    modified_arguments: dict[str, Any] | None = None
+    """For ``modify``: the arguments the tool receives instead."""
+    modified_content: Any = None
+    """For ``modify`` on content points: the content the next step receives instead."""
+
+    @property
+    def allowed(self) -> bool:
+        """True when the action may run now."""
+        return self.verdict.proceeds
+
+    def obligations_of(self, kind: ObligationKind) -> list[Obligation]:
+        return [o for o in self.obligations if o.kind is kind]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def summary(self) -> dict[str, Any]:
+        """The fields ``policy explain`` prints first."""
+        data = self.to_json()
+        keys = [
+            "action_id",
+            "verdict",
+            "policy_verdict",
+            "rule_ids",
+            "explanation",
+            "findings",
+            "obligations",
+            "mode",
+            "policy_hash",
+            "errors",
+        ]
+        return {k: data[k] for k in keys}

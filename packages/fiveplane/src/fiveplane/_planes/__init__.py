@@ -1,0 +1,1 @@
+"""Planes: one module per plane behind one protocol (``_base``)."""

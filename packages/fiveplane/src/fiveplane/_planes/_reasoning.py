@@ -1,0 +1,353 @@
+"""The reasoning plane: rules, purpose binding, session sequence rules, and the one combined Decision.
+
+It runs after the enforcement planes have added their findings, judges the action against the
+policy's rules and the session state, and combines everything deny-overrides into one
+:class:`~fiveplane.Decision` with a one-sentence explanation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .._actions import Action, ActionClass, MediationPoint
+from .._decisions import Decision, Finding, Mode, Obligation, ObligationKind, Severity, Verdict, strongest
+from .._policy._cel import ConditionError
+from .._policy._load import CompiledRule, Glob, Policy
+from .._session import SessionState
+from ._base import PlaneContext, PlaneResult
+
+__all__ = ["Contribution", "ReasoningPlane", "explain"]
+
+PLANE = "reasoning"
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One reason for a verdict: a matched rule, a default, or a plane's finding."""
+
+    verdict: Verdict
+    rule_id: str
+    mode: Mode
+    reason: str
+    obligations: tuple[Obligation, ...] = ()
+    enforce_only: bool = False
+    """Counts for the enforced verdict only (the default standing in for warn/shadow-only matches)."""
+
+
+class _Vars:
+    """Lazy CEL variables: each is built the first time a condition reads it, then cached."""
+
+    __slots__ = ("_action", "_cache", "_now", "_policy", "_session")
+
+    def __init__(self, action: Action, policy: Policy, session: SessionState, now: datetime) -> None:
+        self._action, self._policy, self._session, self._now = action, policy, session, now
+        self._cache: dict[str, Any] = {}
+
+    def __call__(self, name: str) -> Any:
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        build = getattr(self, f"_v_{name}", None)
+        value = build() if build is not None else None
+        self._cache[name] = value
+        return value
+
+    def _v_args(self) -> Any:
+        return self._action.arguments
+
+    def _v_content(self) -> Any:
+        return self._action.content
+
+    def _v_now(self) -> Any:
+        return self._now
+
+    def _v_session(self) -> Any:
+        return self._session.cel_view()
+
+    def _v_agent(self) -> Any:
+        agent = self._action.agent
+        return {"id": agent.id if agent else ""}
+
+    def _v_user(self) -> Any:
+        user = self._action.user
+        return {"id": user.id, "roles": list(user.roles), "claims": user.claims} if user else {"id": "", "roles": [], "claims": {}}
+
+    def _v_principal(self) -> Any:
+        return [{"kind": p.kind.value, "id": p.id, "roles": list(p.roles)} for p in self._action.principal]
+
+    def _v_tool(self) -> Any:
+        a = self._action
+        return {"name": a.tool or "", "connector": a.connector or "", "class": a.action_class.value if a.action_class else ""}
+
+    def _v_action(self) -> Any:
+        a, session = self._action, self._session
+        return {
+            "point": a.point.value,
+            "tool": a.tool or "",
+            "connector": a.connector or "",
+            "class": a.action_class.value if a.action_class else "",
+            "session_id": a.session_id,
+            "intent": a.intent or session.intent or "",
+            "purpose": a.purpose or session.purpose or "",
+            "labels": list(a.labels),
+        }
+
+
+class ReasoningPlane:
+    """Always present; not registered like the others because it produces the Decision."""
+
+    name = PLANE
+
+    # ---- judging ------------------------------------------------------------------------------
+
+    def evaluate(self, action: Action, ctx: PlaneContext) -> tuple[PlaneResult, list[Contribution]]:
+        policy, session = ctx.policy, ctx.session
+        result = PlaneResult(plane=PLANE)
+        contributions: list[Contribution] = []
+        defaults = policy.defaults
+
+        tool_spec = policy.tools.get(action.tool) if action.tool else None
+        if action.point in (MediationPoint.TOOL_CALL, MediationPoint.TOOL_RESULT) and tool_spec is None:
+            verdict = Verdict(defaults.unknown_tool)
+            result.add("unknown_tool", f"tool {action.tool!r} is not in the policy's catalog", verdict=verdict, severity=Severity.HIGH)
+            contributions.append(Contribution(verdict, "defaults.unknown_tool", policy.mode, f"{action.tool} is not a catalogued tool"))
+            return result, contributions
+
+        agent = action.agent
+        agent_spec = policy.agents.get(agent.id) if agent else None
+        if agent_spec is None and action.point is not MediationPoint.INPUT:
+            verdict = Verdict(defaults.unknown_agent)
+            if verdict is not Verdict.ALLOW:
+                who = agent.id if agent else "no agent"
+                result.add("unknown_agent", f"agent {who!r} is not declared in the policy", verdict=verdict, severity=Severity.HIGH)
+                contributions.append(Contribution(verdict, "defaults.unknown_agent", policy.mode, f"agent {who} is not declared"))
+        if agent_spec is not None:
+            self._purpose(action, agent_spec.name, policy.agent_tools[agent_spec.name], agent_spec.purposes, session, result, contributions, policy)
+            if action.point is MediationPoint.DELEGATION:
+                target = str(action.arguments.get("to_agent", ""))
+                if target not in agent_spec.delegates_to:
+                    result.add("delegation_not_allowed", f"agent {agent_spec.name!r} may not delegate to {target!r}", verdict=Verdict.BLOCK)
+                    contributions.append(Contribution(Verdict.BLOCK, "purpose.delegation", policy.mode, f"{agent_spec.name} may not delegate to {target or 'an unnamed agent'}"))
+
+        matched = self._match_rules(action, ctx, result, contributions)
+        if not matched:
+            contributions.append(self._default(action, policy))
+        elif not any(c.mode is Mode.ENFORCE and c.rule_id in matched for c in contributions):
+            # Only warn/shadow rules matched: enforcement behaves as if they were absent.
+            d = self._default(action, policy)
+            contributions.append(Contribution(d.verdict, d.rule_id, d.mode, d.reason, enforce_only=True))
+        return result, contributions
+
+    def _purpose(
+        self,
+        action: Action,
+        agent: str,
+        tools: Glob,
+        purposes: tuple[str, ...],
+        session: SessionState,
+        result: PlaneResult,
+        contributions: list[Contribution],
+        policy: Policy,
+    ) -> None:
+        if action.point is not MediationPoint.TOOL_CALL:
+            return
+        if tools and not tools.matches(action.tool):
+            result.add("tool_outside_purpose", f"{action.tool} does not serve agent {agent!r}'s declared purpose", verdict=Verdict.BLOCK, severity=Severity.HIGH)
+            contributions.append(Contribution(Verdict.BLOCK, "purpose.tools", policy.mode, f"{action.tool} is outside {agent}'s declared purpose"))
+        if purposes:
+            declared = action.purpose or session.purpose
+            if declared not in purposes:
+                shown = repr(declared) if declared else "no purpose"
+                result.add("purpose_mismatch", f"the run declared {shown}; agent {agent!r} serves {', '.join(purposes)}", verdict=Verdict.BLOCK, severity=Severity.HIGH)
+                contributions.append(Contribution(Verdict.BLOCK, "purpose.declared", policy.mode, f"the run's declared purpose ({shown}) is not one {agent} serves"))
+
+    def _match_rules(self, action: Action, ctx: PlaneContext, result: PlaneResult, contributions: list[Contribution]) -> set[str]:
+        """Evaluate candidate rules; returns the ids of the rules that matched."""
+        policy, session = ctx.policy, ctx.session
+        candidates = policy.candidates(action.point, action.tool, action.connector, action.action_class)
+        matched: set[str] = set()
+        if not candidates:
+            return matched
+        roles = action.roles
+        agent = action.agent
+        cel_vars: _Vars | None = None
+        for rule in candidates:
+            m = rule.spec.match
+            if rule.roles and not (rule.roles & roles):
+                continue
+            if rule.agents and not (agent and rule.agents.matches(agent.id)):
+                continue
+            if m.after is not None and not self._after(rule, session):
+                continue
+            if rule.condition is not None:
+                if cel_vars is None:
+                    cel_vars = _Vars(action, policy, session, ctx.now)
+                try:
+                    if not rule.condition.evaluate(cel_vars):
+                        continue
+                except ConditionError as exc:
+                    result.add("condition_error", f"rule {rule.id} ({rule.source}): {exc}", verdict=Verdict.BLOCK, severity=Severity.ERROR, rule_id=rule.id)
+                    contributions.append(Contribution(Verdict.BLOCK, rule.id, Mode.ENFORCE, f"rule {rule.id} could not be evaluated ({exc})"))
+                    matched.add(rule.id)
+                    continue
+            matched.add(rule.id)
+            contributions.append(
+                Contribution(rule.verdict, rule.id, rule.mode, rule.spec.reason or rule.spec.description or f"rule {rule.id} matched", _obligations(rule))
+            )
+        return matched
+
+    @staticmethod
+    def _after(rule: CompiledRule, session: SessionState) -> bool:
+        after = rule.spec.match.after
+        assert after is not None
+        if after.labels and set(after.labels) & session.labels:
+            return True
+        if not (after.tools or after.connectors or after.classes):
+            return False
+        steps = session.steps[-after.within :] if after.within else session.steps
+        for step in steps:
+            if step.point not in after.points or not step.verdict.proceeds:
+                continue
+            if rule.after_tools and not rule.after_tools.matches(step.tool):
+                continue
+            if rule.after_connectors and not rule.after_connectors.matches(step.connector):
+                continue
+            if after.classes and step.action_class not in after.classes:
+                continue
+            return True
+        return False
+
+    @staticmethod
+    def _default(action: Action, policy: Policy) -> Contribution:
+        d = policy.defaults
+        if action.point is MediationPoint.TOOL_CALL:
+            if action.action_class is ActionClass.MODIFY:
+                return Contribution(Verdict(d.modify_without_rule), "defaults.modify_without_rule", policy.mode, f"no rule allows the modify action {action.tool}")
+            return Contribution(Verdict(d.no_match), "defaults.no_match", policy.mode, f"no rule matches {action.tool}")
+        return Contribution(Verdict(d.other_points), "defaults.other_points", policy.mode, f"no rule matches this {action.point.value} step")
+
+    # ---- combining ----------------------------------------------------------------------------
+
+    def combine(
+        self,
+        action: Action,
+        policy: Policy,
+        contributions: list[Contribution],
+        results: list[PlaneResult],
+        evaluated_at: datetime,
+        duration_us: float = 0.0,
+    ) -> Decision:
+        findings: list[Finding] = []
+        obligations: list[Obligation] = []
+        errors: list[str] = []
+        modified_arguments: dict[str, Any] | None = None
+        modified_content: Any = None
+        content_modified = False
+        contribs = list(contributions)
+        for res in results:
+            findings.extend(res.findings)
+            obligations.extend(res.obligations)
+            if res.modified_arguments is not None:
+                if modified_arguments is not None:
+                    errors.append(f"two planes rewrote the arguments ({res.plane} and an earlier one)")
+                modified_arguments = res.modified_arguments
+            if res.content_modified:
+                if content_modified:
+                    errors.append(f"two planes rewrote the content ({res.plane} and an earlier one)")
+                modified_content, content_modified = res.modified_content, True
+            for f in res.findings:
+                if f.severity is Severity.ERROR:
+                    errors.append(f.message)
+                if f.verdict is not None and res.plane != PLANE:
+                    contribs.append(Contribution(f.verdict, f.rule_id or f"{res.plane}.{f.code}", Mode.ENFORCE, f.message))
+        for e in errors:
+            if not any(f.message == e for f in findings):
+                findings.append(Finding(plane=PLANE, code="combine_error", message=e, severity=Severity.ERROR, verdict=Verdict.BLOCK))
+        if errors:
+            contribs.append(Contribution(Verdict.BLOCK, "engine.error", Mode.ENFORCE, errors[0]))
+        if (modified_arguments is not None or content_modified) and not errors:
+            contribs.append(Contribution(Verdict.MODIFY, "data.rewrite", Mode.ENFORCE, "the data was rewritten before use"))
+        if not contribs:  # cannot happen (a default always contributes) but never fall open
+            contribs.append(Contribution(Verdict.BLOCK, "engine.no_contribution", Mode.ENFORCE, "nothing decided this action"))
+
+        policy_contribs = [c for c in contribs if not c.enforce_only]
+        policy_verdict = strongest([c.verdict for c in policy_contribs])
+        enforced = [c for c in contribs if c.mode is Mode.ENFORCE]
+        # Nothing in enforce mode: the whole policy is in warn/shadow mode, so nothing is stopped.
+        verdict = strongest([c.verdict for c in enforced]) if enforced else Verdict.ALLOW
+        winners = [c for c in policy_contribs if c.verdict is policy_verdict]
+        mode = Mode.ENFORCE
+        if verdict is not policy_verdict:
+            modes = {c.mode for c in winners} - {Mode.ENFORCE}
+            mode = Mode.WARN if Mode.WARN in modes else Mode.SHADOW if modes else policy.mode
+            if mode is Mode.WARN:
+                findings.append(Finding(plane=PLANE, code="warn_mode", message=f"would be {policy_verdict.value} (warn mode): {winners[0].reason}", severity=Severity.WARNING, verdict=policy_verdict))
+        for c in contribs:
+            if c.verdict is verdict or c.verdict is policy_verdict:
+                obligations.extend(c.obligations)
+        rule_ids = tuple(dict.fromkeys(c.rule_id for c in winners))
+        explanation = explain(action, verdict, policy_verdict, mode, winners)
+        return Decision(
+            action_id=action.action_id,
+            verdict=verdict,
+            policy_verdict=policy_verdict,
+            mode=mode,
+            rule_ids=rule_ids,
+            findings=tuple(findings),
+            obligations=tuple(obligations),
+            explanation=explanation,
+            policy_hash=policy.hash,
+            policy_version=f"{policy.name}@{policy.version}",
+            evaluated_at=evaluated_at,
+            duration_us=duration_us,
+            errors=tuple(errors),
+            modified_arguments=modified_arguments if verdict.proceeds else None,
+            modified_content=modified_content if verdict.proceeds else None,
+        )
+
+
+def _obligations(rule: CompiledRule) -> tuple[Obligation, ...]:
+    out = [Obligation(kind=o.kind, plane=o.plane, params=o.params, rule_id=rule.id) for o in rule.spec.obligations]
+    if rule.spec.approval is not None:
+        a = rule.spec.approval
+        out.append(
+            Obligation(
+                kind=ObligationKind.APPROVAL,
+                plane=PLANE,
+                params={"role": a.role, "separation_of_duties": a.separation_of_duties, "expires_in": a.expires_in},
+                rule_id=rule.id,
+            )
+        )
+    return tuple(out)
+
+
+_VERBS = {
+    Verdict.ALLOW: "Allowed",
+    Verdict.MODIFY: "Allowed with rewritten data",
+    Verdict.NARROW: "Allowed with narrowed authority",
+    Verdict.DEFER: "Deferred",
+    Verdict.REQUIRE_APPROVAL: "Paused for approval",
+    Verdict.BLOCK: "Blocked",
+}
+
+
+def explain(action: Action, verdict: Verdict, policy_verdict: Verdict, mode: Mode, winners: list[Contribution]) -> str:
+    """One sentence: what happened to which step, for whom, and why."""
+    what = action.tool or action.point.value.replace("_", " ")
+    if action.tool and action.action_class:
+        what = f"{action.tool} ({action.action_class.value})"
+    who_parts = []
+    if action.user:
+        who_parts.append(action.user.id)
+    if action.agent:
+        who_parts.append(f"via {action.agent.id}")
+    who = f" for {' '.join(who_parts)}" if who_parts else ""
+    reason = winners[0].reason.rstrip(".") if winners else "no reason recorded"
+    rule = winners[0].rule_id if winners else "-"
+    more = f" (and {len(winners) - 1} more)" if len(winners) > 1 else ""
+    if verdict is policy_verdict:
+        return f"{_VERBS[verdict]} {what}{who}: {reason} [{rule}]{more}."
+    return f"{_VERBS[verdict]} {what}{who}, though the policy says {policy_verdict.value} ({mode.value} mode): {reason} [{rule}]{more}."

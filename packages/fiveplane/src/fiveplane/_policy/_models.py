@@ -1,0 +1,212 @@
+"""Pydantic models of a policy pack (YAML). Unknown keys are rejected everywhere."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .._actions import ActionClass, MediationPoint
+from .._decisions import Mode, ObligationKind, Verdict
+
+__all__ = [
+    "AfterSpec",
+    "AgentSpec",
+    "ApprovalSpec",
+    "ConnectorSpec",
+    "Defaults",
+    "Match",
+    "ObligationSpec",
+    "PackSpec",
+    "RuleSpec",
+    "ToolSpec",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*$")
+_GLOB = re.compile(r"^[A-Za-z0-9_*?\[\]!][A-Za-z0-9_.:/*?\[\]!-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_names(values: tuple[str, ...], what: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
+    for v in values:
+        if not pattern.match(v):
+            raise ValueError(f"invalid {what} {v!r}")
+    return values
+
+
+class ConnectorSpec(_Strict):
+    name: str
+    description: str = ""
+    trusted: bool = True
+    """Content from an untrusted connector (web, email, CRM notes) taints the session."""
+    labels: tuple[str, ...] = ()
+    """Classification labels carried by everything read from this connector."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        _check_names((v,), "connector name", _NAME)
+        return v
+
+
+class ToolSpec(_Strict):
+    name: str
+    connector: str | None = None
+    action_class: ActionClass = Field(alias="class")
+    description: str = ""
+    arguments: dict[str, Any] | None = None
+    """A JSON-Schema-like object schema of the tool's arguments (checked before the tool runs)."""
+    trusted_output: bool | None = None
+    """Whether results are trusted; defaults to the connector's ``trusted``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        _check_names((v,), "tool name", _NAME)
+        return v
+
+
+class AgentSpec(_Strict):
+    name: str
+    purpose: str = Field(min_length=1)
+    """The agent's declared purpose, in words."""
+    purposes: tuple[str, ...] = ()
+    """Purpose categories a run of this agent may declare; empty: any."""
+    tools: tuple[str, ...] = ()
+    """Tool globs that serve the purpose; a tool outside them is blocked."""
+    delegates_to: tuple[str, ...] = ()
+    """Agents this agent may hand work to."""
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_names(v, "tool glob", _GLOB)
+
+
+class AfterSpec(_Strict):
+    """A sequence condition: an earlier step of the session that must have happened."""
+
+    points: tuple[MediationPoint, ...] = (MediationPoint.TOOL_CALL,)
+    tools: tuple[str, ...] = ()
+    connectors: tuple[str, ...] = ()
+    classes: tuple[ActionClass, ...] = ()
+    within: int | None = Field(default=None, ge=1)
+    """Only the last ``within`` steps of the session count."""
+    labels: tuple[str, ...] = ()
+    """Alternatively: the session carries one of these labels."""
+
+    @model_validator(mode="after")
+    def _something(self) -> AfterSpec:
+        if not (self.tools or self.connectors or self.classes or self.labels):
+            raise ValueError("`after` needs at least one of tools, connectors, classes, labels")
+        return self
+
+
+class Match(_Strict):
+    points: tuple[MediationPoint, ...] = (MediationPoint.TOOL_CALL,)
+    tools: tuple[str, ...] = ()
+    """Tool globs; empty: any tool (or none, for points without a tool)."""
+    connectors: tuple[str, ...] = ()
+    classes: tuple[ActionClass, ...] = ()
+    roles: tuple[str, ...] = ()
+    """The human user must hold one of these roles."""
+    agents: tuple[str, ...] = ()
+    """The acting agent must be one of these (globs)."""
+    after: AfterSpec | None = None
+
+    @field_validator("tools", "connectors", "agents")
+    @classmethod
+    def _globs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_names(v, "glob", _GLOB)
+
+
+class ApprovalSpec(_Strict):
+    role: str = Field(min_length=1)
+    """The role an approver must hold."""
+    separation_of_duties: bool = True
+    """The approver must not be the requester."""
+    expires_in: int = Field(default=3600, ge=1)
+    """Seconds a pending request stays valid."""
+
+
+class ObligationSpec(_Strict):
+    kind: ObligationKind
+    plane: str = "reasoning"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RuleSpec(_Strict):
+    id: str
+    description: str = ""
+    reason: str | None = None
+    """The human sentence this rule contributes to the explanation."""
+    match: Match = Field(default_factory=Match)
+    when: str | None = None
+    """A CEL condition over ``action``, ``args``, ``tool``, ``user``, ``agent``, ``session``, ``content``, ``now``."""
+    verdict: Verdict
+    approval: ApprovalSpec | None = None
+    obligations: tuple[ObligationSpec, ...] = ()
+    mode: Mode | None = None
+    """Overrides the pack's mode for this rule."""
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        _check_names((v,), "rule id", _NAME)
+        return v
+
+    @model_validator(mode="after")
+    def _approval(self) -> RuleSpec:
+        if self.verdict is Verdict.REQUIRE_APPROVAL and self.approval is None:
+            raise ValueError("a require_approval rule needs `approval:` naming the approver role")
+        if self.approval is not None and self.verdict is not Verdict.REQUIRE_APPROVAL:
+            raise ValueError("`approval:` only applies to verdict require_approval")
+        if self.when is not None and not self.when.strip():
+            raise ValueError("`when:` is empty")
+        return self
+
+
+class Defaults(_Strict):
+    unknown_tool: Literal["block", "require_approval"] = "block"
+    unknown_agent: Literal["block", "require_approval", "allow"] = "block"
+    no_match: Literal["block", "require_approval", "allow"] = "block"
+    """Verdict for a catalogued tool call no rule matched."""
+    modify_without_rule: Literal["block", "require_approval"] = "block"
+    """A modify action is never allowed by ``no_match``; only an explicit rule allows it."""
+    other_points: Literal["block", "allow"] = "allow"
+    """Verdict for points other than tool_call (input, results, outputs) no rule matched."""
+
+
+class PackSpec(_Strict):
+    name: str
+    version: str = "0"
+    description: str = ""
+    mode: Mode = Mode.ENFORCE
+    extends: tuple[str, ...] = ()
+    """Paths (relative to this file) of packs this one builds on."""
+    unsafe_empty: bool = False
+    """Allow a pack with no rules (normally a load error)."""
+    defaults: Defaults | None = None
+    connectors: tuple[ConnectorSpec, ...] = ()
+    tools: tuple[ToolSpec, ...] = ()
+    agents: tuple[AgentSpec, ...] = ()
+    rules: tuple[RuleSpec, ...] = ()
+    planes: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per-plane configuration, validated by each installed plane."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        _check_names((v,), "pack name", _NAME)
+        return v
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
