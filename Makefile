@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade "uv>=0.9,<0.14"
 
 $(STAMP): $(BIN)/python $(PROJECTS)
-	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet -e "packages/fiveplane[dev,postgres]"
+	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet -e "packages/fiveplane[dev,postgres,pii]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 setup: $(STAMP)
