@@ -62,7 +62,11 @@ def main(argv: list[str]) -> int:
     console.print(table)
     out = ROOT / ".bench" / "results.json"
     out.parent.mkdir(exist_ok=True)
-    meta = {"python": sys.version.split()[0], "machine": platform.machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta = {
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     out.write_text(json.dumps({**results, "_meta": meta}, indent=2) + "\n")
     console.print(f"wrote {out.relative_to(ROOT)}")
     return 1 if failed else 0

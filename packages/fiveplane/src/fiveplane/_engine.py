@@ -167,7 +167,9 @@ class Governor:
                 try:
                     configs[plane.name] = plane.config_model()
                 except ValidationError:
-                    errors.append(f"{self.policy.files[-1]}:1: plane {plane.name!r} needs a `planes: {{{plane.name}: ...}}` section")
+                    errors.append(
+                        f"{self.policy.files[-1]}:1: plane {plane.name!r} needs a `planes: {{{plane.name}: ...}}` section"
+                    )
         if errors:
             raise PolicyError(errors)
         return configs
@@ -206,11 +208,25 @@ class Governor:
         updates: dict[str, Any] = {}
         if action.action_class is not spec.action_class:
             if action.action_class is not None:
-                notes.append(Finding(plane="reasoning", code="class_from_catalog", message=f"{action.tool} is {spec.action_class.value} per the catalog, not {action.action_class.value}", severity=Severity.WARNING))
+                notes.append(
+                    Finding(
+                        plane="reasoning",
+                        code="class_from_catalog",
+                        message=f"{action.tool} is {spec.action_class.value} per the catalog, not {action.action_class.value}",
+                        severity=Severity.WARNING,
+                    )
+                )
             updates["action_class"] = spec.action_class
         if spec.connector and action.connector != spec.connector:
             if action.connector is not None:
-                notes.append(Finding(plane="reasoning", code="connector_from_catalog", message=f"{action.tool} talks to {spec.connector} per the catalog, not {action.connector}", severity=Severity.WARNING))
+                notes.append(
+                    Finding(
+                        plane="reasoning",
+                        code="connector_from_catalog",
+                        message=f"{action.tool} talks to {spec.connector} per the catalog, not {action.connector}",
+                        severity=Severity.WARNING,
+                    )
+                )
             updates["connector"] = spec.connector
         return (action.model_copy(update=updates) if updates else action), notes
 
@@ -236,7 +252,9 @@ class Governor:
                 action, self.policy, contributions, [reasoning, *results], ctx.now, (time.perf_counter_ns() - t0) / 1000
             )
             untrusted = any(r.untrusted for r in results) or (
-                action.point in (MediationPoint.TOOL_RESULT, MediationPoint.RETRIEVAL) and action.tool is not None and not self.policy.tool_trusted(action.tool)
+                action.point in (MediationPoint.TOOL_RESULT, MediationPoint.RETRIEVAL)
+                and action.tool is not None
+                and not self.policy.tool_trusted(action.tool)
             )
             labels = set().union(*(r.labels for r in results)) if results else set()
             ctx.session.labels.update(labels)
@@ -307,7 +325,9 @@ class Governor:
         decision = await self._aafter_decision(action, decision)
         if self.evidence is not None:
             try:
-                await self.evidence.arecord_decision(self._evidence_action(action, decision), decision, durable=self._durable(action))
+                await self.evidence.arecord_decision(
+                    self._evidence_action(action, decision), decision, durable=self._durable(action)
+                )
             except Exception as exc:  # noqa: BLE001
                 decision = _fail(decision, "evidence", exc)
         return self._notify(action, decision)
@@ -330,7 +350,13 @@ class Governor:
 
 
 def _fail(decision: Decision, plane: str, exc: BaseException) -> Decision:
-    finding = Finding(plane=plane, code="plane_error", message=f"{plane} failed: {type(exc).__name__}: {exc}", severity=Severity.ERROR, verdict=Verdict.BLOCK)
+    finding = Finding(
+        plane=plane,
+        code="plane_error",
+        message=f"{plane} failed: {type(exc).__name__}: {exc}",
+        severity=Severity.ERROR,
+        verdict=Verdict.BLOCK,
+    )
     return decision.model_copy(
         update={
             "verdict": Verdict.BLOCK,
@@ -373,12 +399,18 @@ class GovernedTool:
         return self._the_run().action(MediationPoint.TOOL_CALL, tool=self.tool, arguments=kwargs)
 
     def _result_action(self, call: Action, result: Any) -> Action:
-        return self._the_run().action(MediationPoint.TOOL_RESULT, tool=self.tool, content=_jsonable(result), parent_action_id=call.action_id)
+        return self._the_run().action(
+            MediationPoint.TOOL_RESULT, tool=self.tool, content=_jsonable(result), parent_action_id=call.action_id
+        )
 
     def _stop(self, action: Action, decision: Decision) -> None:
         exc = _EXC.get(decision.verdict)
         if exc is not None:
-            status = {Verdict.BLOCK: OutcomeStatus.BLOCKED, Verdict.REQUIRE_APPROVAL: OutcomeStatus.APPROVAL_PENDING, Verdict.DEFER: OutcomeStatus.DEFERRED}[decision.verdict]
+            status = {
+                Verdict.BLOCK: OutcomeStatus.BLOCKED,
+                Verdict.REQUIRE_APPROVAL: OutcomeStatus.APPROVAL_PENDING,
+                Verdict.DEFER: OutcomeStatus.DEFERRED,
+            }[decision.verdict]
             self.governor.record_outcome(action, Outcome(action_id=action.action_id, status=status))
             raise exc(decision, action)
 
@@ -394,13 +426,29 @@ class GovernedTool:
         try:
             result = self.fn(**args)
         except Exception as exc:
-            gov.record_outcome(call, Outcome(action_id=call.action_id, status=OutcomeStatus.ERROR, error=f"{type(exc).__name__}: {exc}", duration_ms=(time.perf_counter() - t) * 1000))
+            gov.record_outcome(
+                call,
+                Outcome(
+                    action_id=call.action_id,
+                    status=OutcomeStatus.ERROR,
+                    error=f"{type(exc).__name__}: {exc}",
+                    duration_ms=(time.perf_counter() - t) * 1000,
+                ),
+            )
             raise
         return self._mediate_result(call, result, (time.perf_counter() - t) * 1000)
 
     def _mediate_result(self, call: Action, result: Any, ms: float) -> Any:
         gov = self.governor
-        gov.record_outcome(call, Outcome(action_id=call.action_id, status=OutcomeStatus.SUCCESS, result_digest=digest_value(_jsonable(result)), duration_ms=ms))
+        gov.record_outcome(
+            call,
+            Outcome(
+                action_id=call.action_id,
+                status=OutcomeStatus.SUCCESS,
+                result_digest=digest_value(_jsonable(result)),
+                duration_ms=ms,
+            ),
+        )
         res_action = self._result_action(call, result)
         res_decision = gov.decide(res_action)
         self._stop(res_action, res_decision)
@@ -419,10 +467,26 @@ class GovernedTool:
             else:
                 result = await asyncio.to_thread(self.fn, **args)
         except Exception as exc:
-            await gov.arecord_outcome(call, Outcome(action_id=call.action_id, status=OutcomeStatus.ERROR, error=f"{type(exc).__name__}: {exc}", duration_ms=(time.perf_counter() - t) * 1000))
+            await gov.arecord_outcome(
+                call,
+                Outcome(
+                    action_id=call.action_id,
+                    status=OutcomeStatus.ERROR,
+                    error=f"{type(exc).__name__}: {exc}",
+                    duration_ms=(time.perf_counter() - t) * 1000,
+                ),
+            )
             raise
         ms = (time.perf_counter() - t) * 1000
-        await gov.arecord_outcome(call, Outcome(action_id=call.action_id, status=OutcomeStatus.SUCCESS, result_digest=digest_value(_jsonable(result)), duration_ms=ms))
+        await gov.arecord_outcome(
+            call,
+            Outcome(
+                action_id=call.action_id,
+                status=OutcomeStatus.SUCCESS,
+                result_digest=digest_value(_jsonable(result)),
+                duration_ms=ms,
+            ),
+        )
         res_action = self._result_action(call, result)
         res_decision = await gov.adecide(res_action)
         self._stop(res_action, res_decision)

@@ -13,11 +13,20 @@ from .._engine import Governor
 from .._policy._yaml import PolicyError
 from ._common import EXIT_BAD_INPUT, console, die, err_console, print_json
 
-_STYLE = {"allow": "green", "modify": "cyan", "narrow": "cyan", "defer": "yellow", "require_approval": "yellow", "block": "bold red"}
+_STYLE = {
+    "allow": "green",
+    "modify": "cyan",
+    "narrow": "cyan",
+    "defer": "yellow",
+    "require_approval": "yellow",
+    "block": "bold red",
+}
 
 
 def demo(
-    policy: Annotated[Path | None, typer.Option("--policy", "-p", help="Policy pack (default: policies/examples/sales-support.yaml).")] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", "-p", help="Policy pack (default: policies/examples/sales-support.yaml).")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per step.")] = False,
 ) -> None:
     """Run the reference scenario (a sales-support agent) offline and print its timeline."""
@@ -34,14 +43,26 @@ def demo(
     steps = run_scenario(governor)
     if json_out:
         for s in steps:
-            print_json({"step": s.number, "title": s.title, "point": s.action.point.value, "tool": s.action.tool, "outcome": s.outcome, **s.decision.summary()})
+            print_json(
+                {
+                    "step": s.number,
+                    "title": s.title,
+                    "point": s.action.point.value,
+                    "tool": s.action.tool,
+                    "outcome": s.outcome,
+                    **s.decision.summary(),
+                }
+            )
         return
     console.print(Text(f"fiveplane demo: the reference scenario under {path}", style="bold"))
     console.print(Text(f"policy {governor.policy.name}@{governor.policy.version} {governor.policy.hash}", style="dim"))
     for s in steps:
         v = s.decision.verdict.value
         head = Text(f"{s.number:>2}. ") + Text(f"{v:<17}", style=_STYLE.get(v, "")) + Text(f" {s.title}")
-        head += Text(f"  [{s.action.point.value}{' ' + s.action.tool if s.action.tool else ''} · {', '.join(s.decision.rule_ids)}]", style="dim")
+        head += Text(
+            f"  [{s.action.point.value}{' ' + s.action.tool if s.action.tool else ''} · {', '.join(s.decision.rule_ids)}]",
+            style="dim",
+        )
         console.print(head)
         console.print(Text(f"      {s.decision.explanation}"))
         if s.outcome not in (v,):

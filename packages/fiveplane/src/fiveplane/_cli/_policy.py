@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -46,10 +46,10 @@ def check(
 
     Exit 1 with file:line messages on any error.
     """
-    report = []
+    report: list[dict[str, Any]] = []
     failed = False
     for f in _pack_files(paths):
-        entry: dict[str, object] = {"file": str(f), "errors": [], "warnings": []}
+        entry: dict[str, Any] = {"file": str(f), "errors": [], "warnings": []}
         try:
             policy = load_policy(f)
         except PolicyError as exc:
@@ -65,15 +65,24 @@ def check(
     if json_out:
         print_json({"ok": not failed, "packs": report})
     else:
+        shown: set[str] = set()
         for entry in report:
-            errs, warns = entry["errors"], entry["warnings"]
-            assert isinstance(errs, list) and isinstance(warns, list)
-            for line in errs:
-                err_console.print(Text(str(line), style="red"))
-            for line in warns:
-                err_console.print(Text(str(line), style="yellow"))
-            if not errs:
-                console.print(Text(f"ok  {entry['file']}: {entry['rules']} rules, {entry['tools']} tools, {len(warns)} warning(s), {entry['hash']}"))
+            # a base pack's issues appear again under every pack that extends it: print them once
+            errors: list[str] = entry["errors"]
+            warnings: list[str] = entry["warnings"]
+            for line in errors:
+                if line not in shown:
+                    err_console.print(Text(line, style="red"))
+            for line in warnings:
+                if line not in shown:
+                    err_console.print(Text(line, style="yellow"))
+            shown.update(errors, warnings)
+            if not errors:
+                console.print(
+                    Text(
+                        f"ok  {entry['file']}: {entry['rules']} rules, {entry['tools']} tools, {len(warnings)} warning(s), {entry['hash']}"
+                    )
+                )
     if failed:
         raise typer.Exit(EXIT_FAILED)
 
@@ -87,7 +96,7 @@ def test(
     files = discover_tests(paths)
     if not files:
         die(f"no test files found in {', '.join(map(str, paths))} (expected *.tests.yaml)")
-    rows = []
+    rows: list[dict[str, Any]] = []
     failed = False
     for f in files:
         try:
@@ -100,7 +109,16 @@ def test(
         for case in results:
             failures = [msg for s in case.steps for msg in (f"step {s.index + 1}: {m}" for m in s.failures)]
             failed = failed or not case.passed
-            rows.append({"file": str(f), "case": case.name, "where": case.where, "passed": case.passed, "steps": len(case.steps), "failures": failures})
+            rows.append(
+                {
+                    "file": str(f),
+                    "case": case.name,
+                    "where": case.where,
+                    "passed": case.passed,
+                    "steps": len(case.steps),
+                    "failures": failures,
+                }
+            )
     if json_out:
         print_json({"ok": not failed, "cases": rows})
     else:
@@ -110,8 +128,13 @@ def test(
         table.add_column("steps", justify="right")
         table.add_column("where / why")
         for r in rows:
-            why = "\n".join(r["failures"]) if r["failures"] else str(r["where"])  # type: ignore[arg-type]
-            table.add_row(Text("PASS", style="green") if r["passed"] else Text("FAIL", style="bold red"), str(r["case"]), str(r["steps"]), Text(why))
+            why = "\n".join(r["failures"]) if r["failures"] else str(r["where"])
+            table.add_row(
+                Text("PASS", style="green") if r["passed"] else Text("FAIL", style="bold red"),
+                str(r["case"]),
+                str(r["steps"]),
+                Text(why),
+            )
         console.print(table)
         passed = sum(1 for r in rows if r["passed"])
         console.print(f"{passed} passed, {len(rows) - passed} failed")
@@ -122,7 +145,9 @@ def test(
 @app.command()
 def explain(
     policy: Annotated[list[Path], typer.Option("--policy", "-p", help="Policy pack file(s).")],
-    actions: Annotated[Path, typer.Option("--actions", "-a", help="JSON Lines of actions, judged in order in one process ('-' for stdin).")],
+    actions: Annotated[
+        Path, typer.Option("--actions", "-a", help="JSON Lines of actions, judged in order in one process ('-' for stdin).")
+    ],
     fmt: Annotated[str, typer.Option("--format", "-f", help="json (one decision per line) or text.")] = "json",
 ) -> None:
     """Judge a file of actions and print one decision per line. Exit 0 whatever the verdicts."""
@@ -156,4 +181,7 @@ def explain(
             print_json(decision.summary())
         else:
             style = "green" if decision.verdict.proceeds else "red" if decision.verdict.value == "block" else "yellow"
-            console.print(Text(f"{decision.verdict.value:<17}", style=style) + Text(f" {', '.join(decision.rule_ids)}  {decision.explanation}"))
+            console.print(
+                Text(f"{decision.verdict.value:<17}", style=style)
+                + Text(f" {', '.join(decision.rule_ids)}  {decision.explanation}")
+            )

@@ -73,7 +73,9 @@ class _Vars:
 
     def _v_user(self) -> Any:
         user = self._action.user
-        return {"id": user.id, "roles": list(user.roles), "claims": user.claims} if user else {"id": "", "roles": [], "claims": {}}
+        return (
+            {"id": user.id, "roles": list(user.roles), "claims": user.claims} if user else {"id": "", "roles": [], "claims": {}}
+        )
 
     def _v_principal(self) -> Any:
         return [{"kind": p.kind.value, "id": p.id, "roles": list(p.roles)} for p in self._action.principal]
@@ -112,25 +114,52 @@ class ReasoningPlane:
         tool_spec = policy.tools.get(action.tool) if action.tool else None
         if action.point in (MediationPoint.TOOL_CALL, MediationPoint.TOOL_RESULT) and tool_spec is None:
             verdict = Verdict(defaults.unknown_tool)
-            result.add("unknown_tool", f"tool {action.tool!r} is not in the policy's catalog", verdict=verdict, severity=Severity.HIGH)
-            contributions.append(Contribution(verdict, "defaults.unknown_tool", policy.mode, f"{action.tool} is not a catalogued tool"))
+            result.add(
+                "unknown_tool", f"tool {action.tool!r} is not in the policy's catalog", verdict=verdict, severity=Severity.HIGH
+            )
+            contributions.append(
+                Contribution(verdict, "defaults.unknown_tool", policy.mode, f"{action.tool} is not a catalogued tool")
+            )
             return result, contributions
 
         agent = action.agent
         agent_spec = policy.agents.get(agent.id) if agent else None
-        if agent_spec is None and action.point is not MediationPoint.INPUT:
+        needs_agent = action.point in (MediationPoint.TOOL_CALL, MediationPoint.DELEGATION)
+        if agent_spec is None and action.point is not MediationPoint.INPUT and (agent is not None or needs_agent):
             verdict = Verdict(defaults.unknown_agent)
             if verdict is not Verdict.ALLOW:
                 who = agent.id if agent else "no agent"
-                result.add("unknown_agent", f"agent {who!r} is not declared in the policy", verdict=verdict, severity=Severity.HIGH)
+                result.add(
+                    "unknown_agent", f"agent {who!r} is not declared in the policy", verdict=verdict, severity=Severity.HIGH
+                )
                 contributions.append(Contribution(verdict, "defaults.unknown_agent", policy.mode, f"agent {who} is not declared"))
         if agent_spec is not None:
-            self._purpose(action, agent_spec.name, policy.agent_tools[agent_spec.name], agent_spec.purposes, session, result, contributions, policy)
+            self._purpose(
+                action,
+                agent_spec.name,
+                policy.agent_tools[agent_spec.name],
+                agent_spec.purposes,
+                session,
+                result,
+                contributions,
+                policy,
+            )
             if action.point is MediationPoint.DELEGATION:
                 target = str(action.arguments.get("to_agent", ""))
                 if target not in agent_spec.delegates_to:
-                    result.add("delegation_not_allowed", f"agent {agent_spec.name!r} may not delegate to {target!r}", verdict=Verdict.BLOCK)
-                    contributions.append(Contribution(Verdict.BLOCK, "purpose.delegation", policy.mode, f"{agent_spec.name} may not delegate to {target or 'an unnamed agent'}"))
+                    result.add(
+                        "delegation_not_allowed",
+                        f"agent {agent_spec.name!r} may not delegate to {target!r}",
+                        verdict=Verdict.BLOCK,
+                    )
+                    contributions.append(
+                        Contribution(
+                            Verdict.BLOCK,
+                            "purpose.delegation",
+                            policy.mode,
+                            f"{agent_spec.name} may not delegate to {target or 'an unnamed agent'}",
+                        )
+                    )
 
         matched = self._match_rules(action, ctx, result, contributions)
         if not matched:
@@ -155,14 +184,33 @@ class ReasoningPlane:
         if action.point is not MediationPoint.TOOL_CALL:
             return
         if tools and not tools.matches(action.tool):
-            result.add("tool_outside_purpose", f"{action.tool} does not serve agent {agent!r}'s declared purpose", verdict=Verdict.BLOCK, severity=Severity.HIGH)
-            contributions.append(Contribution(Verdict.BLOCK, "purpose.tools", policy.mode, f"{action.tool} is outside {agent}'s declared purpose"))
+            result.add(
+                "tool_outside_purpose",
+                f"{action.tool} does not serve agent {agent!r}'s declared purpose",
+                verdict=Verdict.BLOCK,
+                severity=Severity.HIGH,
+            )
+            contributions.append(
+                Contribution(Verdict.BLOCK, "purpose.tools", policy.mode, f"{action.tool} is outside {agent}'s declared purpose")
+            )
         if purposes:
             declared = action.purpose or session.purpose
             if declared not in purposes:
                 shown = repr(declared) if declared else "no purpose"
-                result.add("purpose_mismatch", f"the run declared {shown}; agent {agent!r} serves {', '.join(purposes)}", verdict=Verdict.BLOCK, severity=Severity.HIGH)
-                contributions.append(Contribution(Verdict.BLOCK, "purpose.declared", policy.mode, f"the run's declared purpose ({shown}) is not one {agent} serves"))
+                result.add(
+                    "purpose_mismatch",
+                    f"the run declared {shown}; agent {agent!r} serves {', '.join(purposes)}",
+                    verdict=Verdict.BLOCK,
+                    severity=Severity.HIGH,
+                )
+                contributions.append(
+                    Contribution(
+                        Verdict.BLOCK,
+                        "purpose.declared",
+                        policy.mode,
+                        f"the run's declared purpose ({shown}) is not one {agent} serves",
+                    )
+                )
 
     def _match_rules(self, action: Action, ctx: PlaneContext, result: PlaneResult, contributions: list[Contribution]) -> set[str]:
         """Evaluate candidate rules; returns the ids of the rules that matched."""
@@ -189,13 +237,27 @@ class ReasoningPlane:
                     if not rule.condition.evaluate(cel_vars):
                         continue
                 except ConditionError as exc:
-                    result.add("condition_error", f"rule {rule.id} ({rule.source}): {exc}", verdict=Verdict.BLOCK, severity=Severity.ERROR, rule_id=rule.id)
-                    contributions.append(Contribution(Verdict.BLOCK, rule.id, Mode.ENFORCE, f"rule {rule.id} could not be evaluated ({exc})"))
+                    result.add(
+                        "condition_error",
+                        f"rule {rule.id} ({rule.source}): {exc}",
+                        verdict=Verdict.BLOCK,
+                        severity=Severity.ERROR,
+                        rule_id=rule.id,
+                    )
+                    contributions.append(
+                        Contribution(Verdict.BLOCK, rule.id, Mode.ENFORCE, f"rule {rule.id} could not be evaluated ({exc})")
+                    )
                     matched.add(rule.id)
                     continue
             matched.add(rule.id)
             contributions.append(
-                Contribution(rule.verdict, rule.id, rule.mode, rule.spec.reason or rule.spec.description or f"rule {rule.id} matched", _obligations(rule))
+                Contribution(
+                    rule.verdict,
+                    rule.id,
+                    rule.mode,
+                    rule.spec.reason or rule.spec.description or f"rule {rule.id} matched",
+                    _obligations(rule),
+                )
             )
         return matched
 
@@ -225,9 +287,16 @@ class ReasoningPlane:
         d = policy.defaults
         if action.point is MediationPoint.TOOL_CALL:
             if action.action_class is ActionClass.MODIFY:
-                return Contribution(Verdict(d.modify_without_rule), "defaults.modify_without_rule", policy.mode, f"no rule allows the modify action {action.tool}")
+                return Contribution(
+                    Verdict(d.modify_without_rule),
+                    "defaults.modify_without_rule",
+                    policy.mode,
+                    f"no rule allows the modify action {action.tool}",
+                )
             return Contribution(Verdict(d.no_match), "defaults.no_match", policy.mode, f"no rule matches {action.tool}")
-        return Contribution(Verdict(d.other_points), "defaults.other_points", policy.mode, f"no rule matches this {action.point.value} step")
+        return Contribution(
+            Verdict(d.other_points), "defaults.other_points", policy.mode, f"no rule matches this {action.point.value} step"
+        )
 
     # ---- combining ----------------------------------------------------------------------------
 
@@ -265,7 +334,9 @@ class ReasoningPlane:
                     contribs.append(Contribution(f.verdict, f.rule_id or f"{res.plane}.{f.code}", Mode.ENFORCE, f.message))
         for e in errors:
             if not any(f.message == e for f in findings):
-                findings.append(Finding(plane=PLANE, code="combine_error", message=e, severity=Severity.ERROR, verdict=Verdict.BLOCK))
+                findings.append(
+                    Finding(plane=PLANE, code="combine_error", message=e, severity=Severity.ERROR, verdict=Verdict.BLOCK)
+                )
         if errors:
             contribs.append(Contribution(Verdict.BLOCK, "engine.error", Mode.ENFORCE, errors[0]))
         if (modified_arguments is not None or content_modified) and not errors:
@@ -284,7 +355,15 @@ class ReasoningPlane:
             modes = {c.mode for c in winners} - {Mode.ENFORCE}
             mode = Mode.WARN if Mode.WARN in modes else Mode.SHADOW if modes else policy.mode
             if mode is Mode.WARN:
-                findings.append(Finding(plane=PLANE, code="warn_mode", message=f"would be {policy_verdict.value} (warn mode): {winners[0].reason}", severity=Severity.WARNING, verdict=policy_verdict))
+                findings.append(
+                    Finding(
+                        plane=PLANE,
+                        code="warn_mode",
+                        message=f"would be {policy_verdict.value} (warn mode): {winners[0].reason}",
+                        severity=Severity.WARNING,
+                        verdict=policy_verdict,
+                    )
+                )
         for c in contribs:
             if c.verdict is verdict or c.verdict is policy_verdict:
                 obligations.extend(c.obligations)

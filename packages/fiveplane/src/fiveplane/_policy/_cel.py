@@ -44,6 +44,7 @@ def _domain(address: str) -> str:
     local, _, host = address.partition("@")
     return host.lower().rstrip(".") if local and host else ""
 
+
 _BUILTIN = {
     "size", "contains", "startsWith", "endsWith", "matches", "exists", "all", "exists_one", "map",
     "filter", "has", "int", "uint", "double", "string", "bytes", "type", "timestamp", "duration",
@@ -92,7 +93,7 @@ class Condition:
             result = self._program.execute(ctx)
         except KeyError as exc:
             raise ConditionError(f"condition reads a missing field {exc}; guard it with has(...)") from exc
-        except Exception as exc:  # noqa: BLE001 - every CEL failure is an evaluation error
+        except Exception as exc:
             text = str(exc).strip()
             first = text.splitlines()[0] if text else type(exc).__name__
             raise ConditionError(f"condition failed: {first}") from exc

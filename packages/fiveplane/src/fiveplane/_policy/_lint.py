@@ -12,6 +12,7 @@ from ._load import CompiledRule, Policy
 __all__ = ["LintIssue", "lint_policy"]
 
 _COMPREHENSION = re.compile(r"\.\s*(?:exists|all|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+_CEL_TYPES = {"string", "int", "uint", "double", "bool", "bytes", "list", "map", "null_type", "type", "timestamp", "duration"}
 _TOOL_POINTS = (MediationPoint.TOOL_CALL, MediationPoint.TOOL_RESULT)
 
 
@@ -55,26 +56,48 @@ def lint_policy(policy: Policy) -> list[LintIssue]:
         where = str(rule.source)
         if not covers[rule.id]:
             issues.append(
-                LintIssue(where, rule.id, "unreachable", "can never match: no catalogued tool fits its points, tools, connectors and classes together")
+                LintIssue(
+                    where,
+                    rule.id,
+                    "unreachable",
+                    "can never match: no catalogued tool fits its points, tools, connectors and classes together",
+                )
             )
             continue
         if rule.verdict is not Verdict.BLOCK:
-            blockers = [s for s in policy.rules if s is not rule and s.verdict is Verdict.BLOCK and _unconditional(s) and s.mode is rule.mode]
+            blockers = [
+                s
+                for s in policy.rules
+                if s is not rule and s.verdict is Verdict.BLOCK and _unconditional(s) and s.mode is rule.mode
+            ]
             covered = set().union(*(covers[s.id] for s in blockers)) if blockers else set()
             if covers[rule.id] <= covered:
                 names = ", ".join(s.id for s in blockers if covers[s.id] & covers[rule.id])
-                issues.append(LintIssue(where, rule.id, "shadowed", f"its {rule.verdict.value} can never take effect: always overridden by block rule(s) {names}"))
+                issues.append(
+                    LintIssue(
+                        where,
+                        rule.id,
+                        "shadowed",
+                        f"its {rule.verdict.value} can never take effect: always overridden by block rule(s) {names}",
+                    )
+                )
         for other in policy.rules:
-            if other.order < rule.order and other.spec.model_dump(exclude={"id", "description", "reason"}) == rule.spec.model_dump(
+            if other.order < rule.order and other.spec.model_dump(
                 exclude={"id", "description", "reason"}
-            ):
+            ) == rule.spec.model_dump(exclude={"id", "description", "reason"}):
                 issues.append(LintIssue(where, rule.id, "duplicate", f"identical to rule {other.id!r} ({other.source})"))
                 break
         if rule.condition is not None:
             bound = set(_COMPREHENSION.findall(rule.condition.source))
-            stray = [v for v in rule.condition.unknown_variables if v not in bound]
+            stray = [v for v in rule.condition.unknown_variables if v not in bound and v not in _CEL_TYPES]
             if stray:
                 issues.append(
-                    LintIssue(where, rule.id, "unknown_variable", f"condition reads {', '.join(stray)}, which is not a fiveplane variable; it will fail and block at run time", level="error")
+                    LintIssue(
+                        where,
+                        rule.id,
+                        "unknown_variable",
+                        f"condition reads {', '.join(stray)}, which is not a fiveplane variable; it will fail and block at run time",
+                        level="error",
+                    )
                 )
     return issues

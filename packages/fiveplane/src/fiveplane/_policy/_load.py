@@ -178,7 +178,7 @@ def _load_pack(path: Path, stack: tuple[Path, ...]) -> list[_LoadedPack]:
         raise PolicyError(_validation_errors(exc, located)) from None
     packs: list[_LoadedPack] = []
     for i, rel in enumerate(spec.extends):
-        base = (path.parent / rel)
+        base = path.parent / rel
         if not base.exists():
             raise PolicyError([f"{located.where(('extends', i))}: extended pack {rel!r} not found ({base})"])
         for p in _load_pack(base, (*stack, path)):
@@ -244,14 +244,20 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
         spec, located = pack.spec, pack.located
         for i, t in enumerate(spec.tools):
             if t.connector is not None and t.connector not in connectors:
-                errors.append(f"{located.where(('tools', i, 'connector'))}: tool {t.name!r} names unknown connector {t.connector!r}")
+                errors.append(
+                    f"{located.where(('tools', i, 'connector'))}: tool {t.name!r} names unknown connector {t.connector!r}"
+                )
         for i, a in enumerate(spec.agents):
             for j, g in enumerate(a.tools):
                 if not any(Glob([g]).matches(n) for n in tools):
-                    errors.append(f"{located.where(('agents', i, 'tools', j))}: agent {a.name!r} lists {g!r}, which matches no catalogued tool")
+                    errors.append(
+                        f"{located.where(('agents', i, 'tools', j))}: agent {a.name!r} lists {g!r}, which matches no catalogued tool"
+                    )
             for j, d in enumerate(a.delegates_to):
                 if d not in agents:
-                    errors.append(f"{located.where(('agents', i, 'delegates_to', j))}: agent {a.name!r} delegates to unknown agent {d!r}")
+                    errors.append(
+                        f"{located.where(('agents', i, 'delegates_to', j))}: agent {a.name!r} delegates to unknown agent {d!r}"
+                    )
 
     rules: list[CompiledRule] = []
     seen: dict[str, Source] = {}
@@ -289,7 +295,9 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
                 )
             )
     if not rules and not any(p.spec.unsafe_empty for p in packs):
-        errors.append(f"{top.located.where(('name',))}: the composed policy has no rules (set `unsafe_empty: true` if that is meant)")
+        errors.append(
+            f"{top.located.where(('name',))}: the composed policy has no rules (set `unsafe_empty: true` if that is meant)"
+        )
     if errors:
         raise PolicyError(errors)
 
