@@ -31,7 +31,7 @@ from ._planes._base import BasePlane, PlaneContext, PlaneResult
 from ._planes._reasoning import Contribution, ReasoningPlane
 from ._policy._load import Policy, load_policy
 from ._policy._yaml import PolicyError
-from ._session import InMemorySessionStore, SessionStore
+from ._session import InMemorySessionStore, SessionState, SessionStore
 
 __all__ = [
     "ActionBlocked",
@@ -251,15 +251,31 @@ class Governor:
             decision = self.reasoning.combine(
                 action, self.policy, contributions, [reasoning, *results], ctx.now, (time.perf_counter_ns() - t0) / 1000
             )
-            untrusted = any(r.untrusted for r in results) or (
-                action.point in (MediationPoint.TOOL_RESULT, MediationPoint.RETRIEVAL)
-                and action.tool is not None
-                and not self.policy.tool_trusted(action.tool)
-            )
+            untrusted = self._untrusted(action, results)
             labels = set().union(*(r.labels for r in results)) if results else set()
             ctx.session.labels.update(labels)
             ctx.session.record(action, decision, untrusted=untrusted)
+            if decision.verdict.proceeds and self.policy.flow is not None:
+                self._index_flow(action, untrusted, ctx.session)
         return decision
+
+    def _untrusted(self, action: Action, results: list[PlaneResult]) -> bool:
+        """Does this step bring untrusted content into the session?"""
+        if any(r.untrusted for r in results):
+            return True
+        if action.point is MediationPoint.RETRIEVAL:
+            return not (action.tool and self.policy.tool_trusted(action.tool))
+        return action.point is MediationPoint.TOOL_RESULT and not self.policy.tool_trusted(action.tool)
+
+    @staticmethod
+    def _index_flow(action: Action, untrusted: bool, session: SessionState) -> None:
+        """Index the content the model will see: untrusted results, and the user's own words as trusted."""
+        if action.content is None:
+            return
+        if untrusted:
+            session.flow.add(action.content, trusted=False, action_id=action.action_id, tool=action.tool)
+        elif action.point in (MediationPoint.INPUT, MediationPoint.TOOL_RESULT, MediationPoint.RETRIEVAL):
+            session.flow.add(action.content, trusted=True, action_id=action.action_id, tool=action.tool)
 
     def _after_decision(self, action: Action, decision: Decision) -> Decision:
         extra = []

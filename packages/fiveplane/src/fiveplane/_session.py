@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from ._actions import Action, ActionClass, MediationPoint
 from ._decisions import Decision, Verdict
+from ._flow import FlowIndex
 
 __all__ = ["InMemorySessionStore", "SessionState", "SessionStore", "Step"]
 
@@ -41,8 +42,8 @@ class SessionState:
     labels: set[str] = field(default_factory=set)
     counts: Counter[str] = field(default_factory=Counter)
     """Counts of steps that proceeded, keyed ``tool:NAME``, ``connector:NAME``, ``class:NAME``."""
-    untrusted_content: list[tuple[str, str]] = field(default_factory=list)
-    """(action_id, text) of untrusted content seen in this session (information flow)."""
+    flow: FlowIndex = field(default_factory=FlowIndex)
+    """Values of untrusted and trusted content seen in this session (information flow)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Room for planes to keep their own per-session state."""
 
@@ -55,7 +56,7 @@ class SessionState:
             "steps": len(self.steps),
             "labels": sorted(self.labels),
             "counts": dict(self.counts),
-            "tainted": bool(self.untrusted_content),
+            "tainted": not self.flow.empty,
         }
 
     def record(self, action: Action, decision: Decision, *, untrusted: bool = False) -> None:

@@ -161,6 +161,8 @@ class ReasoningPlane:
                         )
                     )
 
+        if policy.flow is not None and action.point is MediationPoint.TOOL_CALL:
+            self._flow(action, ctx, result, contributions)
         matched = self._match_rules(action, ctx, result, contributions)
         if not matched:
             contributions.append(self._default(action, policy))
@@ -260,6 +262,42 @@ class ReasoningPlane:
                 )
             )
         return matched
+
+    @staticmethod
+    def _flow(action: Action, ctx: PlaneContext, result: PlaneResult, contributions: list[Contribution]) -> None:
+        """Information flow: untrusted values in a consequential action's arguments."""
+        policy, flow = ctx.policy, ctx.policy.flow
+        assert flow is not None
+        extra = policy.flow_globs[-1]
+        if action.action_class not in flow.classes and not extra.matches(action.tool):
+            return
+        index = ctx.session.flow
+        if index.empty:
+            return
+        for rule, glob in zip(flow.rules, policy.flow_globs, strict=False):
+            if glob and not glob.matches(action.tool):
+                continue
+            matches = index.check(action.arguments, rule.fields)
+            if not matches:
+                continue
+            first = matches[0]
+            origin = f"{first.source.tool or 'an untrusted step'} (action {first.source.action_id[:12]})"
+            what = f"{first.field}={first.value!r}" if first.kind == "value" else f"{first.field} (text copied)"
+            message = f"{what} came from untrusted content of {origin}"
+            result.add("untrusted_flow", message, verdict=rule.verdict, severity=Severity.HIGH, rule_id=rule.id)
+            obligations: tuple[Obligation, ...] = ()
+            if rule.approval is not None:
+                a = rule.approval
+                obligations = (
+                    Obligation(
+                        kind=ObligationKind.APPROVAL,
+                        plane=PLANE,
+                        params={"role": a.role, "separation_of_duties": a.separation_of_duties, "expires_in": a.expires_in},
+                        rule_id=rule.id,
+                    ),
+                )
+            reason = f"{rule.reason.rstrip('.')}: {message}" if rule.reason else message
+            contributions.append(Contribution(rule.verdict, rule.id, policy.mode, reason, obligations))
 
     @staticmethod
     def _after(rule: CompiledRule, session: SessionState) -> bool:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from .._actions import ActionClass, MediationPoint, canonical_json
 from .._decisions import Mode, Verdict
 from ._cel import Condition
-from ._models import AgentSpec, ConnectorSpec, Defaults, PackSpec, RuleSpec, ToolSpec
+from ._models import AgentSpec, ConnectorSpec, Defaults, FlowSpec, PackSpec, RuleSpec, ToolSpec
 from ._yaml import Located, PolicyError, load_yaml
 
 __all__ = ["CompiledRule", "Glob", "Policy", "load_policy"]
@@ -108,6 +108,10 @@ class Policy:
     """Where each tool/connector/agent was declared (``tool:NAME`` → file:line)."""
     agent_tools: dict[str, Glob] = field(default_factory=dict)
     """Each declared agent's tool globs, compiled."""
+    flow: FlowSpec | None = None
+    """Information-flow rules (the last pack that declares them wins)."""
+    flow_globs: list[Glob] = field(default_factory=list)
+    """Compiled tool globs of each flow rule, then the extra consequential tools (last)."""
     _index: dict[tuple[MediationPoint, str | None, str | None, ActionClass | None], tuple[CompiledRule, ...]] = field(
         default_factory=dict, repr=False
     )
@@ -215,6 +219,7 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
     defaults_data: dict[str, Any] = {}
     planes: dict[str, dict[str, Any]] = {}
     plane_sources: dict[str, Source] = {}
+    flow: FlowSpec | None = None
 
     def declare(kind: str, registry: dict[str, Any], item: Any, loc: tuple[str | int, ...], located: Located) -> None:
         key = f"{kind}:{item.name}"
@@ -235,6 +240,14 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
             declare("agent", agents, a, ("agents", i), located)
         if spec.defaults is not None:
             defaults_data.update(spec.defaults.model_dump(exclude_unset=True))
+        if spec.information_flow is not None:
+            flow = spec.information_flow
+            for i, fr in enumerate(flow.rules):
+                for j, g in enumerate(fr.tools):
+                    if not any(Glob([g]).matches(n) for n in tools):
+                        errors.append(
+                            f"{located.where(('information_flow', 'rules', i, 'tools', j))}: flow rule {fr.id!r} names unknown tool {g!r}"
+                        )
         for name, cfg in spec.planes.items():
             planes.setdefault(name, {}).update(cfg)
             plane_sources[name] = Source(located.path, located.line_of(("planes", name)))
@@ -319,6 +332,8 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
         files=[p.located.path for p in packs],
         sources=sources,
         agent_tools={name: Glob(a.tools) for name, a in agents.items()},
+        flow=flow,
+        flow_globs=[Glob(r.tools) for r in flow.rules] + [Glob(flow.tools)] if flow else [],
     )
     policy.warm()
     return policy

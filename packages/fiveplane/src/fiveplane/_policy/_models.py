@@ -16,6 +16,8 @@ __all__ = [
     "ApprovalSpec",
     "ConnectorSpec",
     "Defaults",
+    "FlowRuleSpec",
+    "FlowSpec",
     "Match",
     "ObligationSpec",
     "PackSpec",
@@ -172,6 +174,43 @@ class RuleSpec(_Strict):
         return self
 
 
+class FlowRuleSpec(_Strict):
+    """What happens when untrusted values reach particular tools."""
+
+    id: str
+    tools: tuple[str, ...] = ()
+    """Tool globs this rule covers; empty: every consequential tool."""
+    fields: tuple[str, ...] = ()
+    """Argument fields to check (``to``, ``payment.account``); empty: all arguments."""
+    verdict: Verdict
+    reason: str | None = None
+    approval: ApprovalSpec | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _globs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_names(v, "glob", _GLOB)
+
+    @model_validator(mode="after")
+    def _approval(self) -> FlowRuleSpec:
+        if self.verdict is Verdict.REQUIRE_APPROVAL and self.approval is None:
+            raise ValueError("a require_approval flow rule needs `approval:` naming the approver role")
+        if self.verdict in (Verdict.MODIFY, Verdict.NARROW):
+            raise ValueError("a flow rule's verdict is block, require_approval, defer or allow")
+        return self
+
+
+class FlowSpec(_Strict):
+    """Information-flow control: untrusted content reaching consequential actions."""
+
+    classes: tuple[ActionClass, ...] = (ActionClass.INVOKE, ActionClass.MODIFY)
+    """Action classes that count as consequential."""
+    tools: tuple[str, ...] = ()
+    """Further tool globs that count as consequential whatever their class."""
+    rules: tuple[FlowRuleSpec, ...] = Field(min_length=1)
+    """Every rule whose tools match the action applies (deny-overrides between them)."""
+
+
 class Defaults(_Strict):
     unknown_tool: Literal["block", "require_approval"] = "block"
     unknown_agent: Literal["block", "require_approval", "allow"] = "block"
@@ -199,6 +238,8 @@ class PackSpec(_Strict):
     rules: tuple[RuleSpec, ...] = ()
     planes: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-plane configuration, validated by each installed plane."""
+    information_flow: FlowSpec | None = None
+    """Taint tracking from untrusted content to consequential actions (off when absent)."""
 
     @field_validator("name")
     @classmethod
