@@ -6,6 +6,7 @@ can be stopped, and records intent, decision and outcome as evidence.
 """
 
 from ._actions import Action, ActionClass, MediationPoint, Principal, PrincipalKind, canonical_json
+from ._approvals import ApprovalError, ApprovalRequest, ApprovalStatus, ApprovalStore, approver
 from ._decisions import Decision, Finding, Mode, Obligation, ObligationKind, Severity, Verdict, strongest
 from ._engine import (
     ActionBlocked,
@@ -29,7 +30,11 @@ __all__ = [
     "ActionBlocked",
     "ActionClass",
     "ActionDeferred",
+    "ApprovalError",
+    "ApprovalRequest",
     "ApprovalRequired",
+    "ApprovalStatus",
+    "ApprovalStore",
     "BasePlane",
     "Decision",
     "EvidenceSink",
@@ -57,6 +62,7 @@ __all__ = [
     "Step",
     "Verdict",
     "__version__",
+    "approver",
     "canonical_json",
     "current_run",
     "digest_value",

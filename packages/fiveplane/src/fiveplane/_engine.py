@@ -25,10 +25,11 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel, ValidationError
 
 from ._actions import Action, ActionClass, MediationPoint, Principal
-from ._decisions import Decision, Finding, Mode, Severity, Verdict
+from ._approvals import ApprovalStore
+from ._decisions import Decision, Finding, Mode, ObligationKind, Severity, Verdict
 from ._evidence import EvidenceSink, Outcome, OutcomeStatus, digest_value
 from ._planes._base import BasePlane, PlaneContext, PlaneResult
-from ._planes._reasoning import Contribution, ReasoningPlane
+from ._planes._reasoning import Contribution, ReasoningPlane, describe
 from ._policy._load import Policy, load_policy
 from ._policy._yaml import PolicyError
 from ._session import InMemorySessionStore, SessionState, SessionStore
@@ -107,6 +108,8 @@ class Governor:
         redact: a hook that rewrites an action before it is recorded as evidence (the data plane
             installs one; by default the action is stored as decided, with rewritten arguments).
         durable_classes: action classes whose intent and decision must be durable before they run.
+        approvals: where approval requests live; without it a ``require_approval`` action can never
+            run (it is filed nowhere and stays paused).
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class Governor:
         evidence: EvidenceSink | None = None,
         redact: Callable[[Action], Action] | None = None,
         durable_classes: frozenset[ActionClass] = frozenset({ActionClass.MODIFY}),
+        approvals: ApprovalStore | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)  # type: ignore[arg-type]
@@ -130,6 +134,7 @@ class Governor:
         self.evidence = evidence
         self.redact = redact
         self.durable_classes = durable_classes
+        self.approvals = approvals
         self.clock = clock
         self._configs = self._validate_plane_configs()
         self._listeners: list[Callable[[Action, Decision], None]] = []
@@ -251,6 +256,11 @@ class Governor:
             decision = self.reasoning.combine(
                 action, self.policy, contributions, [reasoning, *results], ctx.now, (time.perf_counter_ns() - t0) / 1000
             )
+            if self.approvals is not None:
+                try:
+                    decision = self._apply_approvals(action, decision, ctx.session)
+                except Exception as exc:  # noqa: BLE001 - an approval store that fails never lets anything through
+                    decision = _fail(decision, "approvals", exc)
             untrusted = self._untrusted(action, results)
             labels = set().union(*(r.labels for r in results)) if results else set()
             ctx.session.labels.update(labels)
@@ -258,6 +268,46 @@ class Governor:
             if decision.verdict.proceeds and self.policy.flow is not None:
                 self._index_flow(action, untrusted, ctx.session)
         return decision
+
+    def _apply_approvals(self, action: Action, decision: Decision, session: SessionState) -> Decision:
+        """Denied → block for good; approved → proceed once; otherwise file the request."""
+        assert self.approvals is not None
+        denied: dict[str, str] = session.extra.setdefault("denied_digests", {})
+        digest = action.digest()
+        if digest in denied and decision.verdict is not Verdict.BLOCK:
+            return _override(action, decision, Verdict.BLOCK, "approval.denied", denied[digest])
+        if decision.verdict is not Verdict.REQUIRE_APPROVAL:
+            return decision
+        denial = self.approvals.denied(action)
+        if denial is not None:
+            why = f"{denial.decided_by} denied this exact action ({denial.id}){': ' + denial.reason if denial.reason else ''}"
+            denied[digest] = why
+            return _override(action, decision, Verdict.BLOCK, "approval.denied", why)
+        granted = self.approvals.consume(action)
+        if granted is not None:
+            verdict = Verdict.MODIFY if decision.modified_arguments is not None else Verdict.ALLOW
+            why = f"approved by {granted.decided_by} ({granted.role}, {granted.id}) for this exact action, once"
+            return _override(action, decision, verdict, "approval.granted", why, keep_rules=True)
+        specs = decision.obligations_of(ObligationKind.APPROVAL)
+        if not specs:
+            return decision  # nobody can approve: it stays paused (fail closed)
+        spec = specs[0]
+        req = self.approvals.request(
+            action,
+            self._evidence_action(action, decision),
+            role=str(spec.params["role"]),
+            separation_of_duties=bool(spec.params.get("separation_of_duties", True)),
+            expires_in=int(spec.params.get("expires_in", 3600)),
+            rule_id=spec.rule_id,
+            explanation=decision.explanation,
+        )
+        filed = spec.model_copy(
+            update={"params": {**spec.params, "approval_id": req.id, "expires_at": req.expires_at.isoformat()}}
+        )
+        obligations = tuple(filed if o is spec else o for o in decision.obligations)
+        return decision.model_copy(
+            update={"obligations": obligations, "explanation": decision.explanation[:-1] + f" (request {req.id})."}
+        )
 
     def _untrusted(self, action: Action, results: list[PlaneResult]) -> bool:
         """Does this step bring untrusted content into the session?"""
@@ -337,7 +387,10 @@ class Governor:
                 return PlaneResult.error(plane.name, exc)
 
         results = list(await asyncio.gather(*(one(p) for p in self.planes)))
-        decision = self._finish(action, results, notes, t0)
+        if self.approvals is not None:  # approvals read and write the database: not on the loop
+            decision = await asyncio.to_thread(self._finish, action, results, notes, t0)
+        else:
+            decision = self._finish(action, results, notes, t0)
         decision = await self._aafter_decision(action, decision)
         if self.evidence is not None:
             try:
@@ -363,6 +416,27 @@ class Governor:
         if tool not in self.policy.tools:
             raise KeyError(f"tool {tool!r} is not in the policy's catalog ({', '.join(sorted(self.policy.tools)) or 'empty'})")
         return GovernedTool(self, fn, tool, run)
+
+
+def _override(
+    action: Action, decision: Decision, verdict: Verdict, rule_id: str, why: str, *, keep_rules: bool = False
+) -> Decision:
+    """The decision after an approval outcome (granted, denied)."""
+    verb = "Allowed" if verdict.proceeds else "Blocked"
+    subject = describe(action)
+    finding = Finding(plane="reasoning", code=rule_id.replace(".", "_"), message=why, severity=Severity.INFO, verdict=verdict)
+    return decision.model_copy(
+        update={
+            "verdict": verdict,
+            "policy_verdict": verdict,
+            "mode": Mode.ENFORCE,
+            "rule_ids": ((*decision.rule_ids, rule_id) if keep_rules else (rule_id,)),
+            "findings": (*decision.findings, finding),
+            "explanation": f"{verb} {subject}: {why} [{rule_id}].",
+            "modified_arguments": decision.modified_arguments if verdict.proceeds else None,
+            "modified_content": decision.modified_content if verdict.proceeds else None,
+        }
+    )
 
 
 def _fail(decision: Decision, plane: str, exc: BaseException) -> Decision:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from ._approvals import app as approvals_app
 from ._demo import demo
 from ._policy import app as policy_app
 
@@ -19,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(policy_app, name="policy")
+app.add_typer(approvals_app, name="approvals")
 app.command("demo")(demo)
 
 

@@ -18,7 +18,7 @@ from .._policy._load import CompiledRule, Glob, Policy
 from .._session import SessionState
 from ._base import PlaneContext, PlaneResult
 
-__all__ = ["Contribution", "ReasoningPlane", "explain"]
+__all__ = ["Contribution", "ReasoningPlane", "describe", "explain"]
 
 PLANE = "reasoning"
 
@@ -451,8 +451,8 @@ _VERBS = {
 }
 
 
-def explain(action: Action, verdict: Verdict, policy_verdict: Verdict, mode: Mode, winners: list[Contribution]) -> str:
-    """One sentence: what happened to which step, for whom, and why."""
+def describe(action: Action) -> str:
+    """What and for whom, e.g. ``email.send (invoke) for rep-1 via sales-assistant``."""
     what = action.tool or action.point.value.replace("_", " ")
     if action.tool and action.action_class:
         what = f"{action.tool} ({action.action_class.value})"
@@ -461,10 +461,15 @@ def explain(action: Action, verdict: Verdict, policy_verdict: Verdict, mode: Mod
         who_parts.append(action.user.id)
     if action.agent:
         who_parts.append(f"via {action.agent.id}")
-    who = f" for {' '.join(who_parts)}" if who_parts else ""
+    return f"{what} for {' '.join(who_parts)}" if who_parts else what
+
+
+def explain(action: Action, verdict: Verdict, policy_verdict: Verdict, mode: Mode, winners: list[Contribution]) -> str:
+    """One sentence: what happened to which step, for whom, and why."""
+    subject = describe(action)
     reason = winners[0].reason.rstrip(".") if winners else "no reason recorded"
     rule = winners[0].rule_id if winners else "-"
     more = f" (and {len(winners) - 1} more)" if len(winners) > 1 else ""
     if verdict is policy_verdict:
-        return f"{_VERBS[verdict]} {what}{who}: {reason} [{rule}]{more}."
-    return f"{_VERBS[verdict]} {what}{who}, though the policy says {policy_verdict.value} ({mode.value} mode): {reason} [{rule}]{more}."
+        return f"{_VERBS[verdict]} {subject}: {reason} [{rule}]{more}."
+    return f"{_VERBS[verdict]} {subject}, though the policy says {policy_verdict.value} ({mode.value} mode): {reason} [{rule}]{more}."

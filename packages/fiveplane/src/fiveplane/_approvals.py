@@ -1,0 +1,321 @@
+"""Approvals bound to the exact action, with separation of duties, expiry and single use.
+
+When a decision is ``require_approval``, the Governor files an :class:`ApprovalRequest` holding the
+action (as it would be stored: redacted), its digest, the requester, the approver role the rule names,
+and an expiry. A person approves or denies it (CLI, Python API, an adapter's resume payload). The
+next time the *same* action (same digest: tool, arguments, principal chain, session, intent) is
+decided, an approved request is consumed atomically and the action proceeds — once. Anything else:
+
+- an edited action has another digest: it is a new action, decided again, never auto-approved;
+- a denied action is blocked for the rest of its session, by any route (re-proposal, a jump back to
+  the tools node, another middleware) because every route goes through ``decide``;
+- an expired request neither approves nor blocks: the action asks again;
+- the approver must hold the role and, when the rule says so, must not be the requester.
+
+State lives in the database (SQLite or PostgreSQL), so several processes share it; every change is
+handed to a recorder (the evidence ledger).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Column, Engine, Index, MetaData, String, Table, Text, and_, insert, select, update
+
+from ._actions import Action, Principal, PrincipalKind
+from ._db import UTCDateTime, make_engine
+
+__all__ = ["ApprovalError", "ApprovalRequest", "ApprovalStatus", "ApprovalStore", "approver"]
+
+Recorder = Callable[[str, dict[str, Any]], None]
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    CONSUMED = "consumed"
+    """Approved and used by the one execution it allowed."""
+
+
+class ApprovalError(Exception):
+    """An approval could not be given or refused (wrong role, separation of duties, expired, not pending)."""
+
+
+class ApprovalRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    digest: str
+    session_id: str
+    action_id: str
+    tool: str | None
+    action: dict[str, Any]
+    """The action as stored (after redaction)."""
+    requester: str
+    """The human user of the chain (or the acting agent when there is none)."""
+    role: str
+    separation_of_duties: bool
+    rule_id: str | None
+    explanation: str
+    status: ApprovalStatus
+    created_at: datetime
+    expires_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return (now or datetime.now(UTC)) >= self.expires_at
+
+
+_meta = MetaData()
+_table = Table(
+    "fiveplane_approvals",
+    _meta,
+    Column("id", String(64), primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("session_id", String(255), nullable=False),
+    Column("action_id", String(64), nullable=False),
+    Column("tool", String(255), nullable=True),
+    Column("action", Text, nullable=False),
+    Column("requester", String(255), nullable=False),
+    Column("role", String(255), nullable=False),
+    Column("separation_of_duties", String(5), nullable=False),
+    Column("rule_id", String(255), nullable=True),
+    Column("explanation", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("decided_by", String(255), nullable=True),
+    Column("decided_at", UTCDateTime(), nullable=True),
+    Column("reason", Text, nullable=True),
+    Index("ix_fiveplane_approvals_digest", "digest", "session_id"),
+)
+
+
+def _row(r: Any) -> ApprovalRequest:
+    return ApprovalRequest(
+        id=r.id,
+        digest=r.digest,
+        session_id=r.session_id,
+        action_id=r.action_id,
+        tool=r.tool,
+        action=json.loads(r.action),
+        requester=r.requester,
+        role=r.role,
+        separation_of_duties=r.separation_of_duties == "true",
+        rule_id=r.rule_id,
+        explanation=r.explanation,
+        status=ApprovalStatus(r.status),
+        created_at=r.created_at,
+        expires_at=r.expires_at,
+        decided_by=r.decided_by,
+        decided_at=r.decided_at,
+        reason=r.reason,
+    )
+
+
+class ApprovalStore:
+    """Approval requests in the database. ``record(kind, payload)`` receives every change."""
+
+    def __init__(
+        self,
+        url: str | Engine | None = None,
+        *,
+        record: Recorder | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.engine = make_engine(url)
+        self.record = record
+        self.clock = clock
+        _meta.create_all(self.engine, checkfirst=True)
+
+    def _emit(self, kind: str, req: ApprovalRequest) -> None:
+        if self.record is not None:
+            self.record(
+                kind,
+                {
+                    "approval_id": req.id,
+                    "action_id": req.action_id,
+                    "digest": req.digest,
+                    "session_id": req.session_id,
+                    "tool": req.tool,
+                    "requester": req.requester,
+                    "role": req.role,
+                    "status": req.status.value,
+                    "decided_by": req.decided_by,
+                    "reason": req.reason,
+                    "expires_at": req.expires_at.isoformat(),
+                },
+            )
+
+    # ---- queries ------------------------------------------------------------------------------
+
+    def get(self, request_id: str) -> ApprovalRequest:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(_table).where(_table.c.id == request_id)).first()
+        if r is None:
+            raise ApprovalError(f"no approval request {request_id!r}")
+        return _row(r)
+
+    def requests(
+        self, *, status: ApprovalStatus | None = None, session_id: str | None = None, include_expired: bool = False
+    ) -> list[ApprovalRequest]:
+        q = select(_table).order_by(_table.c.created_at)
+        if status is not None:
+            q = q.where(_table.c.status == status.value)
+        if session_id is not None:
+            q = q.where(_table.c.session_id == session_id)
+        with self.engine.connect() as conn:
+            rows = [_row(r) for r in conn.execute(q)]
+        now = self.clock()
+        return [r for r in rows if include_expired or r.status is not ApprovalStatus.PENDING or not r.expired(now)]
+
+    def _by_digest(self, digest: str, session_id: str) -> list[ApprovalRequest]:
+        with self.engine.connect() as conn:
+            q = (
+                select(_table)
+                .where(and_(_table.c.digest == digest, _table.c.session_id == session_id))
+                .order_by(_table.c.created_at)
+            )
+            return [_row(r) for r in conn.execute(q)]
+
+    # ---- the engine's side ----------------------------------------------------------------------
+
+    def denied(self, action: Action) -> ApprovalRequest | None:
+        """A denial of this exact action in its session, if any (denials never expire)."""
+        for req in self._by_digest(action.digest(), action.session_id):
+            if req.status is ApprovalStatus.DENIED:
+                return req
+        return None
+
+    def consume(self, action: Action) -> ApprovalRequest | None:
+        """Atomically use an approved, unexpired request for this exact action (single use)."""
+        now = self.clock()
+        for req in self._by_digest(action.digest(), action.session_id):
+            if req.status is not ApprovalStatus.APPROVED or req.expired(now):
+                continue
+            with self.engine.begin() as conn:
+                done = conn.execute(
+                    update(_table)
+                    .where(and_(_table.c.id == req.id, _table.c.status == ApprovalStatus.APPROVED.value))
+                    .values(status=ApprovalStatus.CONSUMED.value)
+                ).rowcount
+            if done == 1:
+                used = req.model_copy(update={"status": ApprovalStatus.CONSUMED})
+                self._emit("approval.consumed", used)
+                return used
+        return None
+
+    def request(
+        self,
+        action: Action,
+        stored_action: Action,
+        *,
+        role: str,
+        separation_of_duties: bool,
+        expires_in: int,
+        rule_id: str | None,
+        explanation: str,
+    ) -> ApprovalRequest:
+        """File (or reuse the pending, unexpired) request for this exact action."""
+        now = self.clock()
+        for req in self._by_digest(action.digest(), action.session_id):
+            if req.status is ApprovalStatus.PENDING and not req.expired(now) and req.role == role:
+                return req
+        user = action.user
+        agent = action.agent
+        requester = user.id if user else (agent.id if agent else "unknown")
+        req = ApprovalRequest(
+            id="apr-" + uuid.uuid4().hex[:20],
+            digest=action.digest(),
+            session_id=action.session_id,
+            action_id=action.action_id,
+            tool=action.tool,
+            action=stored_action.to_json(),
+            requester=requester,
+            role=role,
+            separation_of_duties=separation_of_duties,
+            rule_id=rule_id,
+            explanation=explanation,
+            status=ApprovalStatus.PENDING,
+            created_at=now,
+            expires_at=now + timedelta(seconds=expires_in),
+        )
+        # Record first: a request the ledger cannot hold must not exist.
+        self._emit("approval.requested", req)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(_table).values(
+                    **{k: v for k, v in req.model_dump().items() if k not in ("action", "separation_of_duties", "status")},
+                    action=json.dumps(req.action, sort_keys=True),
+                    separation_of_duties="true" if separation_of_duties else "false",
+                    status=req.status.value,
+                )
+            )
+        return req
+
+    # ---- the approver's side --------------------------------------------------------------------
+
+    def _decide(self, request_id: str, approver: Principal, status: ApprovalStatus, reason: str | None) -> ApprovalRequest:
+        req = self.get(request_id)
+        now = self.clock()
+        if req.status is not ApprovalStatus.PENDING:
+            raise ApprovalError(f"request {request_id} is {req.status.value}, not pending")
+        if req.expired(now):
+            raise ApprovalError(f"request {request_id} expired at {req.expires_at.isoformat()}")
+        if req.role not in approver.roles:
+            raise ApprovalError(f"{approver.id} does not hold the role {req.role!r} this approval needs")
+        if req.separation_of_duties and approver.id == req.requester:
+            raise ApprovalError(f"{approver.id} requested this action and cannot also approve or deny it (separation of duties)")
+        decided = req.model_copy(update={"status": status, "decided_by": approver.id, "decided_at": now, "reason": reason})
+        self._emit(f"approval.{status.value}", decided)
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(_table)
+                .where(and_(_table.c.id == request_id, _table.c.status == ApprovalStatus.PENDING.value))
+                .values(status=status.value, decided_by=approver.id, decided_at=now, reason=reason)
+            ).rowcount
+        if done != 1:
+            raise ApprovalError(f"request {request_id} was decided by someone else meanwhile")
+        return decided
+
+    def approve(self, request_id: str, approver: Principal, reason: str | None = None) -> ApprovalRequest:
+        return self._decide(request_id, approver, ApprovalStatus.APPROVED, reason)
+
+    def deny(self, request_id: str, approver: Principal, reason: str | None = None) -> ApprovalRequest:
+        return self._decide(request_id, approver, ApprovalStatus.DENIED, reason)
+
+    # ---- waiting ------------------------------------------------------------------------------
+
+    def wait(self, request_id: str, timeout: float, poll: float = 0.2) -> ApprovalRequest:
+        """Block until the request is decided or ``timeout`` seconds pass; returns its latest state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            req = self.get(request_id)
+            if req.status is not ApprovalStatus.PENDING or time.monotonic() >= deadline or req.expired(self.clock()):
+                return req
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+    async def await_decision(self, request_id: str, timeout: float, poll: float = 0.2) -> ApprovalRequest:  # noqa: ASYNC109
+        """Async twin of :meth:`wait` (the database read runs off the event loop)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            req = await asyncio.to_thread(self.get, request_id)
+            if req.status is not ApprovalStatus.PENDING or time.monotonic() >= deadline or req.expired(self.clock()):
+                return req
+            await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+
+def approver(user_id: str, roles: Sequence[str]) -> Principal:
+    """The principal of a person approving or denying (a user with roles)."""
+    return Principal(kind=PrincipalKind.USER, id=user_id, roles=tuple(roles))

@@ -1,0 +1,77 @@
+"""The one database helper every store uses (ledger, grants, revocations, approvals, rate limits).
+
+SQLite is the default (one machine); PostgreSQL works unchanged when several processes or machines
+share the state. Timestamps are stored as naive UTC and read back aware.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["DATABASE_ENV", "DEFAULT_DATABASE_URL", "UTCDateTime", "default_database_url", "make_engine"]
+
+DATABASE_ENV = "FIVEPLANE_DATABASE_URL"
+DEFAULT_DATABASE_URL = "sqlite:///.fiveplane/fiveplane.db"
+
+
+def default_database_url() -> str:
+    """``$FIVEPLANE_DATABASE_URL`` or ``sqlite:///.fiveplane/fiveplane.db``."""
+    return os.environ.get(DATABASE_ENV) or DEFAULT_DATABASE_URL
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; give a time zone")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def make_engine(url: str | Engine | None = None) -> Engine:
+    """An engine for ``url`` (default :func:`default_database_url`), with SQLite tuned for sharing.
+
+    SQLite gets WAL, a 30 s busy timeout and cross-thread use; an in-memory SQLite URL gets one
+    shared connection (so every thread sees the same database).
+    """
+    if isinstance(url, Engine):
+        return url
+    url = url or default_database_url()
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    memory = parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed)
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+    if memory:
+        kwargs["poolclass"] = StaticPool
+    elif parsed.database:
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            if not memory:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+        finally:
+            cur.close()
+
+    return engine
