@@ -184,7 +184,7 @@ def test_two_planes_rewriting_fails_closed() -> None:
 
 
 def test_plane_config_validated_from_pack(tmp_path: Path) -> None:
-    text = SALES_PACK.read_text().replace("\nrules:\n", "\nplanes:\n  narrower: {level: none}\nrules:\n", 1)
+    text = SALES_PACK.read_text().replace("\nplanes:\n", "\nplanes:\n  narrower: {level: none}\n", 1)
     pack = SALES_PACK.parent / "_tmp_narrow.yaml"
     try:
         pack.write_text(text)

@@ -25,6 +25,33 @@ from ._policy._yaml import PolicyError
 from ._session import InMemorySessionStore, SessionState, SessionStore, Step
 from ._version import __version__
 
+# Planes and their helpers are imported on first use: `import fiveplane` stays light, and a plane
+# whose engine is an optional extra fails only when it is used, with a fix-it message.
+_LAZY = {
+    "AsyncGovernedTransport": "fiveplane._net._transport",
+    "EgressBlocked": "fiveplane._net._transport",
+    "EndpointConfig": "fiveplane._planes._endpoint",
+    "EndpointPlane": "fiveplane._planes._endpoint",
+    "GovernedTransport": "fiveplane._net._transport",
+    "NetworkConfig": "fiveplane._planes._network",
+    "NetworkPlane": "fiveplane._planes._network",
+    "RateLimitStore": "fiveplane._endpoint._ratelimit",
+    "UrlCheck": "fiveplane._net._egress",
+    "planes_for": "fiveplane._planes._registry",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fiveplane' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "Action",
     "ActionBlocked",
@@ -35,16 +62,23 @@ __all__ = [
     "ApprovalRequired",
     "ApprovalStatus",
     "ApprovalStore",
+    "AsyncGovernedTransport",
     "BasePlane",
     "Decision",
+    "EgressBlocked",
+    "EndpointConfig",
+    "EndpointPlane",
     "EvidenceSink",
     "Finding",
     "GovernanceError",
     "GovernedTool",
+    "GovernedTransport",
     "Governor",
     "InMemorySessionStore",
     "MediationPoint",
     "Mode",
+    "NetworkConfig",
+    "NetworkPlane",
     "Obligation",
     "ObligationKind",
     "Outcome",
@@ -55,11 +89,13 @@ __all__ = [
     "PolicyError",
     "Principal",
     "PrincipalKind",
+    "RateLimitStore",
     "Run",
     "SessionState",
     "SessionStore",
     "Severity",
     "Step",
+    "UrlCheck",
     "Verdict",
     "__version__",
     "approver",
@@ -67,5 +103,6 @@ __all__ = [
     "current_run",
     "digest_value",
     "load_policy",
+    "planes_for",
     "strongest",
 ]

@@ -30,6 +30,7 @@ from ._decisions import Decision, Finding, Mode, ObligationKind, Severity, Verdi
 from ._evidence import EvidenceSink, Outcome, OutcomeStatus, digest_value
 from ._planes._base import BasePlane, PlaneContext, PlaneResult
 from ._planes._reasoning import Contribution, ReasoningPlane, describe
+from ._planes._registry import planes_for
 from ._policy._load import Policy, load_policy
 from ._policy._yaml import PolicyError
 from ._session import InMemorySessionStore, SessionState, SessionStore
@@ -102,7 +103,9 @@ class Governor:
 
     Args:
         policy: a compiled :class:`Policy`, or pack path(s) to load.
-        planes: the enforcement planes (identity, endpoint, network, data, ...), in evaluation order.
+        planes: the enforcement planes (identity, endpoint, network, data, ...), in evaluation order;
+            the built-in planes the policy configures under ``planes:`` are added automatically
+            (pass an instance to configure one yourself, e.g. ``NetworkPlane(resolver=...)``).
         sessions: where session state lives (default: in this process).
         evidence: where decisions and outcomes are recorded (the ledger); ``None`` records nothing.
         redact: a hook that rewrites an action before it is recorded as evidence (the data plane
@@ -125,7 +128,7 @@ class Governor:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)  # type: ignore[arg-type]
-        self.planes = list(planes)
+        self.planes = planes_for(self.policy, planes or ())
         names = [p.name for p in self.planes]
         if len(set(names)) != len(names) or "reasoning" in names:
             raise ValueError(f"plane names must be unique and not 'reasoning': {names}")
@@ -177,6 +180,13 @@ class Governor:
                     )
         if errors:
             raise PolicyError(errors)
+        for plane in self.planes:
+            where = self.policy.plane_sources.get(plane.name) or f"{self.policy.files[-1]}:1"
+            errors.extend(f"{where}: {problem}" for problem in plane.check_policy(self.policy))
+        if errors:
+            raise PolicyError(errors)
+        for plane in self.planes:
+            plane.bind(self.policy, configs.get(plane.name))
         return configs
 
     # ---- runs -----------------------------------------------------------------------------------

@@ -82,6 +82,17 @@ class BasePlane:
     name: ClassVar[str] = "plane"
     config_model: ClassVar[type[BaseModel] | None] = None
 
+    def check_policy(self, policy: Policy) -> list[str]:
+        """Cross-checks of this plane's configuration against the catalog (unknown tools, agents…).
+
+        Called once when a Governor is built; every message becomes a load error at the plane's
+        ``planes:`` section.
+        """
+        return []
+
+    def bind(self, policy: Policy, config: BaseModel | None) -> None:
+        """Called once when a Governor is built, with the policy and this plane's validated config."""
+
     def evaluate(self, action: Action, ctx: PlaneContext) -> PlaneResult:
         raise NotImplementedError(f"{type(self).__name__} must implement evaluate()")
 

@@ -141,9 +141,15 @@ GovernorFactory = Callable[[Policy], Any]
 
 
 def _default_factory(policy: Policy) -> Any:
+    """A Governor with the planes the pack configures; rate-limit counters fresh for every case."""
     from .._engine import Governor
+    from .._planes._registry import planes_for
 
-    return Governor(policy)
+    return Governor(policy, planes=planes_for(policy, **DRY_RUN_OPTIONS))
+
+
+DRY_RUN_OPTIONS: dict[str, dict[str, Any]] = {"endpoint": {"database_url": "sqlite://"}}
+"""Plane options for dry runs (tests, ``policy explain``): nothing shared is consumed."""
 
 
 def run_test_file(path: Path | str, governor_factory: GovernorFactory | None = None) -> list[CaseResult]:
