@@ -88,7 +88,7 @@ def test_catalog_is_authoritative_for_class(gov: Governor) -> None:
 
 
 def test_unknown_tool_and_agent_block(gov: Governor) -> None:
-    assert gov.decide(act("db.drop_all")).rule_ids == ("defaults.unknown_tool",)
+    assert "defaults.unknown_tool" in gov.decide(act("db.drop_all")).rule_ids
     rogue = [{"kind": "user", "id": "rep-1", "roles": ["sales-rep"]}, {"kind": "agent", "id": "rogue"}]
     d = gov.decide(act("crm.search_accounts", {"query": "x"}, chain=rogue))
     assert d.verdict is Verdict.BLOCK and "defaults.unknown_agent" in d.rule_ids

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ._actions import Action, MediationPoint, Principal, PrincipalKind
-from ._decisions import Decision
+from ._decisions import Decision, ObligationKind
 from ._engine import GovernanceError, Governor
 
-__all__ = ["DEMO_NOTE", "DemoStep", "default_policy_path", "run_scenario"]
+__all__ = ["DEMO_DB", "DEMO_NOTE", "DemoStep", "build_demo_governor", "default_policy_path", "run_scenario"]
 
 DEMO_NOTE = (
     "Call with Jane Roe (jane.roe@globex.example, +1 415 555 0134) went well; she confirmed the "
@@ -27,6 +27,20 @@ DEMO_NOTE = (
 
 USER = Principal(kind=PrincipalKind.USER, id="rep-1", roles=("sales-rep",), claims={"email": "rep-1@acme.example"})
 AGENT = Principal(kind=PrincipalKind.AGENT, id="sales-assistant")
+
+
+DEMO_DB = "sqlite:///.fiveplane/demo.db"
+
+
+def build_demo_governor(policy: Path | str, db: str = DEMO_DB) -> Governor:
+    """The demo's Governor: approvals, grants and revocations in ``db``; capability tokens signed
+    with an ephemeral root key (a real deployment loads its key from a file or the environment)."""
+    from biscuit_auth import KeyPair
+
+    from ._approvals import ApprovalStore
+    from ._planes._identity import IdentityPlane
+
+    return Governor(policy, planes=[IdentityPlane(database=db, root_key=KeyPair())], approvals=ApprovalStore(db))
 
 
 def default_policy_path() -> Path:
@@ -47,6 +61,18 @@ class DemoStep:
     action: Action
     decision: Decision
     outcome: str
+
+    @property
+    def token(self) -> dict[str, Any] | None:
+        """The capability token minted for this step (id, scope, expiry), if any — never the bearer."""
+        for ob in self.decision.obligations_of(ObligationKind.ATTENUATE):
+            cap = ob.params.get("capability")
+            if isinstance(cap, dict):
+                return cap
+        return None
+
+
+MANAGER = Principal(kind=PrincipalKind.USER, id="manager-1", roles=("sales-manager",))
 
 
 # --- the scripted tools (what a real connector would do) ------------------------------------------
@@ -86,23 +112,35 @@ def run_scenario(governor: Governor, session_id: str = "demo-session") -> list[D
         titles.append("user request")
         governor.decide(run.action(MediationPoint.INPUT, content=intent))
 
-        def call(title: str, tool: str, **kwargs: Any) -> None:
+        def call(title: str, tool: str, **kwargs: Any) -> GovernanceError | None:
             titles.append(title)
             first = len(steps)
+            stopped: GovernanceError | None = None
             try:
                 tools[tool](**kwargs)
                 outcome = "ran"
             except GovernanceError as exc:
-                outcome = f"did not run ({exc.decision.verdict.value})"
+                stopped, outcome = exc, f"did not run ({exc.decision.verdict.value})"
             for step in steps[first:]:
                 if step.action.point is MediationPoint.TOOL_CALL:
                     step.outcome = outcome
                 else:
                     step.title = f"{title}: result"
+            return stopped
 
         call("search the CRM", "crm.search_accounts", query="Globex")
         call("read account notes", "crm.get_account_notes", account_id="ACC-1")
-        call("mark contract C-7 signed", "contracts.update_status", contract_id="C-7", status="signed")
+        paused = call("mark contract C-7 signed", "contracts.update_status", contract_id="C-7", status="signed")
+        if paused is not None and governor.approvals is not None:
+            # manager-1 approves through the same API a person uses (or `fiveplane approvals approve`)
+            request_id = next(str(o.params["approval_id"]) for o in paused.decision.obligations_of(ObligationKind.APPROVAL))
+            governor.approvals.approve(request_id, MANAGER, "renewal confirmed by the customer")
+            call(
+                "mark contract C-7 signed (after manager-1 approved)",
+                "contracts.update_status",
+                contract_id="C-7",
+                status="signed",
+            )
         call(
             "e-mail the contract outside (injected)",
             "email.send",

@@ -210,7 +210,44 @@ class Governor:
             _current_run.reset(token)
 
     def end_session(self, session_id: str) -> None:
+        """End a session (task): every plane revokes what it issued for it, then the state goes."""
+        errors = []
+        for plane in self.planes:
+            try:
+                plane.on_session_end(session_id)
+            except Exception as exc:  # noqa: BLE001 - collect, end the session, then report
+                errors.append(f"{plane.name}: {type(exc).__name__}: {exc}")
         self.sessions.end(session_id)
+        if errors:
+            raise RuntimeError(f"ending session {session_id!r} failed in: {'; '.join(errors)}")
+
+    async def aend_session(self, session_id: str) -> None:
+        """Async twin of :meth:`end_session`."""
+        errors = []
+        for plane in self.planes:
+            try:
+                await plane.aon_session_end(session_id)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{plane.name}: {type(exc).__name__}: {exc}")
+        self.sessions.end(session_id)
+        if errors:
+            raise RuntimeError(f"ending session {session_id!r} failed in: {'; '.join(errors)}")
+
+    def take_capability(self, action_id: str) -> Any:
+        """The capability token minted for ``action_id`` (once), or ``None``."""
+        for plane in self.planes:
+            cap = plane.take_capability(action_id)
+            if cap is not None:
+                return cap
+        return None
+
+    def _abort(self, action_id: str) -> None:
+        """A decision became a block after the planes saw it: let them undo (best effort)."""
+        for plane in self.planes:
+            try:
+                plane.on_abort(action_id)
+            except Exception:  # noqa: BLE001 - undoing is best effort; the action is blocked anyway
+                pass
 
     # ---- deciding -------------------------------------------------------------------------------
 
@@ -343,6 +380,7 @@ class Governor:
             try:
                 extra.extend(plane.on_decision(action, decision, self._context(action, plane.name)))
             except Exception as exc:  # noqa: BLE001 - enforcement failure → block
+                self._abort(action.action_id)
                 return _fail(decision, plane.name, exc)
         return decision.model_copy(update={"obligations": decision.obligations + tuple(extra)}) if extra else decision
 
@@ -352,6 +390,7 @@ class Governor:
             try:
                 extra.extend(await plane.aon_decision(action, decision, self._context(action, plane.name)))
             except Exception as exc:  # noqa: BLE001
+                self._abort(action.action_id)
                 return _fail(decision, plane.name, exc)
         return decision.model_copy(update={"obligations": decision.obligations + tuple(extra)}) if extra else decision
 
@@ -382,6 +421,7 @@ class Governor:
             try:
                 self.evidence.record_decision(self._evidence_action(action, decision), decision, durable=self._durable(action))
             except Exception as exc:  # noqa: BLE001 - no evidence, no action
+                self._abort(action.action_id)
                 decision = _fail(decision, "evidence", exc)
         return self._notify(action, decision)
 
@@ -408,6 +448,7 @@ class Governor:
                     self._evidence_action(action, decision), decision, durable=self._durable(action)
                 )
             except Exception as exc:  # noqa: BLE001
+                self._abort(action.action_id)
                 decision = _fail(decision, "evidence", exc)
         return self._notify(action, decision)
 
@@ -487,6 +528,10 @@ class GovernedTool:
         self.tool = tool
         self._run = run
         self.is_async = inspect.iscoroutinefunction(fn)
+        try:
+            self.wants_capability = "capability" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):  # builtins without a signature
+            self.wants_capability = False
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def _the_run(self) -> Run:
@@ -496,7 +541,16 @@ class GovernedTool:
         return run
 
     def _call_action(self, kwargs: dict[str, Any]) -> Action:
+        if self.wants_capability and "capability" in kwargs:
+            raise TypeError(f"{self.tool}: `capability` is supplied by the governor, never by the caller")
         return self._the_run().action(MediationPoint.TOOL_CALL, tool=self.tool, arguments=kwargs)
+
+    def _tool_args(self, call: Action, decision: Decision, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments the tool runs with: rewritten if the decision says so, plus its capability."""
+        args = dict(decision.modified_arguments) if decision.modified_arguments is not None else dict(kwargs)
+        if self.wants_capability:
+            args["capability"] = self.governor.take_capability(call.action_id)
+        return args
 
     def _result_action(self, call: Action, result: Any) -> Action:
         return self._the_run().action(
@@ -521,7 +575,7 @@ class GovernedTool:
         call = self._call_action(kwargs)
         decision = gov.decide(call)
         self._stop(call, decision)
-        args = decision.modified_arguments if decision.modified_arguments is not None else kwargs
+        args = self._tool_args(call, decision, kwargs)
         t = time.perf_counter()
         try:
             result = self.fn(**args)
@@ -559,7 +613,7 @@ class GovernedTool:
         call = self._call_action(kwargs)
         decision = await gov.adecide(call)
         self._stop(call, decision)
-        args = decision.modified_arguments if decision.modified_arguments is not None else kwargs
+        args = self._tool_args(call, decision, kwargs)
         t = time.perf_counter()
         try:
             if self.is_async:

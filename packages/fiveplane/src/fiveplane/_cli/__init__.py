@@ -10,6 +10,7 @@ import typer
 
 from ._approvals import app as approvals_app
 from ._demo import demo
+from ._grants import app as grants_app
 from ._policy import app as policy_app
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(policy_app, name="policy")
 app.add_typer(approvals_app, name="approvals")
+app.add_typer(grants_app, name="grants")
 app.command("demo")(demo)
 
 

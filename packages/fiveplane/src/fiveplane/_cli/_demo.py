@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from .._demo import default_policy_path, run_scenario
-from .._engine import Governor
+from .._demo import DEMO_DB, build_demo_governor, default_policy_path, run_scenario
 from .._policy._yaml import PolicyError
 from ._common import EXIT_BAD_INPUT, console, die, err_console, print_json
 
@@ -28,6 +27,7 @@ def demo(
         Path | None, typer.Option("--policy", "-p", help="Policy pack (default: policies/examples/sales-support.yaml).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per step.")] = False,
+    db: Annotated[str, typer.Option("--db", help="Database for evidence, approvals, grants and revocations.")] = DEMO_DB,
 ) -> None:
     """Run the reference scenario (a sales-support agent) offline and print its timeline."""
     try:
@@ -35,7 +35,7 @@ def demo(
     except FileNotFoundError as exc:
         die(str(exc))
     try:
-        governor = Governor(path)
+        governor = build_demo_governor(path, db)
     except PolicyError as exc:
         for line in exc.errors:
             err_console.print(Text(line, style="red"))
@@ -50,6 +50,7 @@ def demo(
                     "point": s.action.point.value,
                     "tool": s.action.tool,
                     "outcome": s.outcome,
+                    "token": s.token,
                     **s.decision.summary(),
                 }
             )
@@ -67,3 +68,13 @@ def demo(
         console.print(Text(f"      {s.decision.explanation}"))
         if s.outcome not in (v,):
             console.print(Text(f"      outcome: {s.outcome}", style="dim"))
+        if s.token is not None:
+            t = s.token
+            bound = ", bound to these arguments" if t.get("arguments_bound") else ""
+            console.print(
+                Text(
+                    f"      token {t['token_id'][:12]}…: {t['operation']} {t['tool']} on {t.get('resource') or t['connector']}"
+                    f", expires {t['expires_at']}{bound}",
+                    style="cyan",
+                )
+            )

@@ -16,7 +16,7 @@ from .._engine import Governor
 from .._planes._registry import planes_for
 from .._policy._lint import lint_policy
 from .._policy._load import load_policy
-from .._policy._testing import DRY_RUN_OPTIONS, discover_tests, run_test_file
+from .._policy._testing import discover_tests, dry_run_options, run_test_file
 from .._policy._yaml import PolicyError
 from ._common import EXIT_BAD_INPUT, EXIT_FAILED, console, die, err_console, print_json
 
@@ -156,7 +156,7 @@ def explain(
         die(f"--format must be json or text, not {fmt!r}")
     try:
         loaded = load_policy(policy)
-        gov = Governor(loaded, planes=planes_for(loaded, **DRY_RUN_OPTIONS))
+        gov = Governor(loaded, planes=planes_for(loaded, **dry_run_options()))
     except PolicyError as exc:
         for line in exc.errors:
             err_console.print(Text(line, style="red"))

@@ -106,3 +106,17 @@ class BasePlane:
 
     async def aon_decision(self, action: Action, decision: Decision, ctx: PlaneContext) -> list[Obligation]:
         return self.on_decision(action, decision, ctx)
+
+    def on_abort(self, action_id: str) -> None:
+        """The decision turned into a block after :meth:`on_decision` ran (e.g. revoke a fresh token)."""
+
+    def take_capability(self, action_id: str) -> Any:
+        """A capability this plane holds for the governed tool of ``action_id`` (handed out once)."""
+        return None
+
+    def on_session_end(self, session_id: str) -> Any:
+        """The session (task) ended: revoke what was issued for it."""
+        return None
+
+    async def aon_session_end(self, session_id: str) -> Any:
+        return await asyncio.to_thread(self.on_session_end, session_id)

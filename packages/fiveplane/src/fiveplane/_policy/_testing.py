@@ -141,15 +141,20 @@ GovernorFactory = Callable[[Policy], Any]
 
 
 def _default_factory(policy: Policy) -> Any:
-    """A Governor with the planes the pack configures; rate-limit counters fresh for every case."""
+    """A Governor with the planes the pack configures, on throw-away state (fresh for every case)."""
     from .._engine import Governor
     from .._planes._registry import planes_for
 
-    return Governor(policy, planes=planes_for(policy, **DRY_RUN_OPTIONS))
+    return Governor(policy, planes=planes_for(policy, **dry_run_options()))
 
 
-DRY_RUN_OPTIONS: dict[str, dict[str, Any]] = {"endpoint": {"database_url": "sqlite://"}}
-"""Plane options for dry runs (tests, ``policy explain``): nothing shared is consumed."""
+def dry_run_options() -> dict[str, dict[str, Any]]:
+    """Plane options for dry runs (``policy test``, ``policy explain``): nothing shared is read or
+    consumed — rate-limit counters, grants and revocations live in a private in-memory database and
+    capability tokens are signed with an ephemeral key."""
+    from biscuit_auth import KeyPair
+
+    return {"endpoint": {"database_url": "sqlite://"}, "identity": {"database": "sqlite://", "root_key": KeyPair()}}
 
 
 def run_test_file(path: Path | str, governor_factory: GovernorFactory | None = None) -> list[CaseResult]:
