@@ -95,8 +95,8 @@ def test_explain_bad_input_names_the_line(tmp_path: Path) -> None:
     assert result.exit_code == 2 and f"{f}:1: invalid action" in result.output
 
 
-def test_demo_runs_the_reference_scenario() -> None:
-    result = runner.invoke(app, ["demo", "--json"])
+def test_demo_runs_the_reference_scenario(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--json", "--db", f"sqlite:///{tmp_path / 'demo.db'}"])
     assert result.exit_code == 0, result.output
     steps = [json.loads(x) for x in result.stdout.splitlines()]
     by_title = {s["title"]: s for s in steps}
@@ -105,3 +105,11 @@ def test_demo_runs_the_reference_scenario() -> None:
     assert by_title["e-mail the contract outside (injected)"]["verdict"] == "block"
     assert by_title["e-mail the contract outside (injected)"]["outcome"].startswith("did not run")
     assert by_title["e-mail a colleague"]["verdict"] == "allow"
+    # two separate capability tokens: a read token for the CRM, a write token (bound to its
+    # arguments) for the approved contract change
+    read = by_title["read account notes"]["token"]
+    write = by_title["mark contract C-7 signed (after manager-1 approved)"]["token"]
+    assert read["operation"] == "read" and read["resource"] == "accounts/ACC-1"
+    assert write["operation"] == "modify" and write["resource"] == "contracts/C-7" and write["arguments_bound"] is True
+    assert read["token_id"] != write["token_id"]
+    assert by_title["mark contract C-7 signed (after manager-1 approved)"]["outcome"] == "ran"
