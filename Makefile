@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Re-install when a distribution's metadata changes.
-PROJECTS := packages/fiveplane/pyproject.toml
+PROJECTS := packages/fiveplane/pyproject.toml integrations/llama-index-fiveplane/pyproject.toml
 STAMP := $(VENV)/.installed-$(shell cat $(PROJECTS) Makefile | sha256sum | cut -c1-16)
 
 .PHONY: setup demo test test-fast bench lint format clean
@@ -14,7 +14,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade "uv>=0.9,<0.14"
 
 $(STAMP): $(BIN)/python $(PROJECTS)
-	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet -e "packages/fiveplane[dev,postgres,pii]"
+	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet -e "packages/fiveplane[dev,postgres,pii]" \
+		-e integrations/llama-index-fiveplane
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 setup: $(STAMP)
@@ -32,13 +33,14 @@ bench: setup
 	$(BIN)/python -m bench
 
 lint: setup
-	$(BIN)/ruff check packages tests bench
-	$(BIN)/ruff format --check packages tests bench
+	$(BIN)/ruff check packages integrations tests bench
+	$(BIN)/ruff format --check packages integrations tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy -p llama_index.tools.fiveplane
 
 format: setup
-	$(BIN)/ruff format packages tests bench
-	$(BIN)/ruff check --fix packages tests bench
+	$(BIN)/ruff format packages integrations tests bench
+	$(BIN)/ruff check --fix packages integrations tests bench
 
 clean:
 	rm -rf $(VENV) .bench .fiveplane .pytest_cache .mypy_cache .ruff_cache

@@ -146,6 +146,11 @@ class Governor:
         """Call ``listener(action, decision)`` after every decision (observers only: errors propagate)."""
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: Callable[[Action, Decision], None]) -> None:
+        """Stop calling ``listener`` (no error if it was not registered)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def _notify(self, action: Action, decision: Decision) -> Decision:
         for listener in self._listeners:
             listener(action, decision)
@@ -309,8 +314,8 @@ class Governor:
                 except Exception as exc:  # noqa: BLE001 - an approval store that fails never lets anything through
                     decision = _fail(decision, "approvals", exc)
             untrusted = self._untrusted(action, results)
-            labels = set().union(*(r.labels for r in results)) if results else set()
-            ctx.session.labels.update(labels)
+            if decision.verdict.proceeds and results:
+                ctx.session.labels.update(set().union(*(r.labels for r in results)))
             ctx.session.record(action, decision, untrusted=untrusted)
             if decision.verdict.proceeds and self.policy.flow is not None:
                 self._index_flow(action, untrusted, ctx.session)

@@ -81,7 +81,7 @@ class SessionState:
                 self.counts[f"connector:{action.connector}"] += 1
             if action.action_class:
                 self.counts[f"class:{action.action_class.value}"] += 1
-        self.labels.update(action.labels)
+            self.labels.update(action.labels)  # only data that actually flowed labels the session
 
 
 class SessionStore(Protocol):

@@ -28,8 +28,22 @@ def demo(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per step.")] = False,
     db: Annotated[str, typer.Option("--db", help="Database for evidence, approvals, grants and revocations.")] = DEMO_DB,
+    framework: Annotated[
+        str, typer.Option("--framework", "-f", help="core (the sales-support scenario) or llamaindex (a RAG pipeline and agent).")
+    ] = "core",
 ) -> None:
     """Run the reference scenario (a sales-support agent) offline and print its timeline."""
+    if framework == "llamaindex":
+        try:
+            from llama_index.tools.fiveplane import run_demo_cli
+        except ImportError as exc:
+            die(
+                f"the LlamaIndex demo needs the adapter, which is not installed ({exc}): "
+                "uv pip install -e integrations/llama-index-fiveplane (or make setup)"
+            )
+        raise typer.Exit(run_demo_cli(policy, json_out=json_out))
+    if framework != "core":
+        die(f"unknown --framework {framework!r}; choose core or llamaindex")
     try:
         path = policy or default_policy_path()
     except FileNotFoundError as exc:

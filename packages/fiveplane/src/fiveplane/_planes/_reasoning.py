@@ -307,10 +307,12 @@ class ReasoningPlane:
             return True
         if not (after.tools or after.connectors or after.classes):
             return False
-        steps = session.steps[-after.within :] if after.within else session.steps
+        # the window counts steps at the points the rule names (so per-document retrieval steps do
+        # not push earlier tool calls out of it); only steps that proceeded count
+        steps = [s for s in session.steps if s.point in after.points and s.verdict.proceeds]
+        if after.within:
+            steps = steps[-after.within :]
         for step in steps:
-            if step.point not in after.points or not step.verdict.proceeds:
-                continue
             if rule.after_tools and not rule.after_tools.matches(step.tool):
                 continue
             if rule.after_connectors and not rule.after_connectors.matches(step.connector):
