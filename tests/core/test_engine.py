@@ -67,7 +67,7 @@ def test_reference_verdicts(gov: Governor) -> None:
     approval = d.obligations_of(ObligationKind.APPROVAL)
     assert approval and approval[0].params["role"] == "sales-manager" and approval[0].params["separation_of_duties"] is True
     d = gov.decide(act("email.send", {"to": "x@evil.example", "subject": "s", "body": "b"}))
-    assert d.verdict is Verdict.BLOCK and d.rule_ids == ("email.external-blocked",)
+    assert d.verdict is Verdict.BLOCK and "email.external-blocked" in d.rule_ids
     assert d.explanation.startswith("Blocked email.send (invoke) for rep-1 via sales-assistant")
     assert d.explanation.endswith(".") and d.explanation.count(". ") == 0
 

@@ -35,13 +35,20 @@ def test_core_imports_without_optional_frameworks() -> None:
                 return None
         sys.meta_path.insert(0, Block())
         import fiveplane, fiveplane._cli
-        g = fiveplane.Governor(sys.argv[1])
+        g = fiveplane.Governor(sys.argv[2])   # a pack without the data plane works
         assert not [m for m in sys.modules if m.split(".")[0] in BLOCKED]
+        try:                                  # a pack that configures it fails with a fix-it message
+            fiveplane.Governor(sys.argv[1])
+        except ImportError as exc:
+            assert "pip install 'fiveplane[pii]'" in str(exc), exc
+        else:
+            raise AssertionError("the data plane was built without Presidio")
         print("ok")
         """
     )
     from tests.conftest import SALES_PACK
 
-    out = subprocess.run([sys.executable, "-c", code, str(SALES_PACK)], capture_output=True, text=True)
+    ops = SALES_PACK.parent / "ops-assistant.yaml"
+    out = subprocess.run([sys.executable, "-c", code, str(SALES_PACK), str(ops)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"

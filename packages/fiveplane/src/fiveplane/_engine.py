@@ -108,8 +108,8 @@ class Governor:
             (pass an instance to configure one yourself, e.g. ``NetworkPlane(resolver=...)``).
         sessions: where session state lives (default: in this process).
         evidence: where decisions and outcomes are recorded (the ledger); ``None`` records nothing.
-        redact: a hook that rewrites an action before it is recorded as evidence (the data plane
-            installs one; by default the action is stored as decided, with rewritten arguments).
+        redact: a hook that rewrites an action before it is recorded as evidence; by default every
+            plane's ``redact_evidence`` applies (the data plane's redacts what it detects).
         durable_classes: action classes whose intent and decision must be durable before they run.
         approvals: where approval requests live; without it a ``require_approval`` action can never
             run (it is filed nowhere and stays paused).
@@ -400,12 +400,18 @@ class Governor:
         return decision.model_copy(update={"obligations": decision.obligations + tuple(extra)}) if extra else decision
 
     def _evidence_action(self, action: Action, decision: Decision) -> Action:
+        """The action as it is recorded: with the arguments / content the next step received, then
+        redacted by the ``redact`` hook, or else by every plane's ``redact_evidence``."""
         stored = action
         if decision.modified_arguments is not None:
             stored = stored.model_copy(update={"arguments": decision.modified_arguments})
         if decision.modified_content is not None:
             stored = stored.model_copy(update={"content": decision.modified_content})
-        return self.redact(stored) if self.redact else stored
+        if self.redact is not None:
+            return self.redact(stored)
+        for plane in self.planes:
+            stored = plane.redact_evidence(stored)
+        return stored
 
     def _durable(self, action: Action) -> bool:
         return action.action_class in self.durable_classes

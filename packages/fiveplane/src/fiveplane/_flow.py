@@ -33,6 +33,13 @@ _AMOUNT = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[a-z0-9]+")
+_KINDS = {
+    "email": "an e-mail address",
+    "url": "a URL",
+    "host": "a host name",
+    "account": "an account number",
+    "amount": "an amount",
+}
 SHINGLE = 6
 """Words per shingle: an argument sharing 6 consecutive words with untrusted text is derived from it."""
 MAX_TEXT = 256 * 1024
@@ -120,6 +127,19 @@ class FlowMatch:
     kind: str
     """``value`` (a typed value such as an address) or ``text`` (6 words in common)."""
     source: Source
+    typed: str = ""
+    """The typed value (``email:…``) for value matches."""
+
+    def describe(self) -> str:
+        """A PII-free description: the kind of value and a short digest of it."""
+        if self.kind == "text":
+            return "text copied"
+        digest = hashlib.sha256(self.value.encode()).hexdigest()[:10]
+        return f"{_KINDS.get(self.type, 'a value')} (sha256:{digest})"
+
+    @property
+    def type(self) -> str:
+        return self.typed.split(":", 1)[0]
 
 
 @dataclass
@@ -162,7 +182,7 @@ class FlowIndex:
             for v in extract_values(text):
                 src = self.untrusted_values.get(v)
                 if src is not None and v not in self.trusted_values:
-                    matches.append(FlowMatch(path, v.split(":", 1)[1], "value", src))
+                    matches.append(FlowMatch(path, v.split(":", 1)[1], "value", src, v))
             for s in _shingles(text):
                 src = self.untrusted_shingles.get(s)
                 if src is not None and s not in self.trusted_shingles:

@@ -107,6 +107,10 @@ class BasePlane:
     async def aon_decision(self, action: Action, decision: Decision, ctx: PlaneContext) -> list[Obligation]:
         return self.on_decision(action, decision, ctx)
 
+    def redact_evidence(self, action: Action) -> Action:
+        """The action as the evidence may store it (the data plane redacts what it detected)."""
+        return action
+
     def on_abort(self, action_id: str) -> None:
         """The decision turned into a block after :meth:`on_decision` ran (e.g. revoke a fresh token)."""
 

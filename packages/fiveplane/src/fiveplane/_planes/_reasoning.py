@@ -282,8 +282,9 @@ class ReasoningPlane:
                 continue
             first = matches[0]
             origin = f"{first.source.tool or 'an untrusted step'} (action {first.source.action_id[:12]})"
-            what = f"{first.field}={first.value!r}" if first.kind == "value" else f"{first.field} (text copied)"
-            message = f"{what} came from untrusted content of {origin}"
+            # name the kind of value and a digest, never the value: decisions become evidence
+            what = f"{first.field} carries {first.describe()}"
+            message = f"{what} taken from untrusted content of {origin}"
             result.add("untrusted_flow", message, verdict=rule.verdict, severity=Severity.HIGH, rule_id=rule.id)
             obligations: tuple[Obligation, ...] = ()
             if rule.approval is not None:

@@ -1,0 +1,7 @@
+"""The data plane's machinery (private): configuration, payload walking, the Presidio engine,
+recognizers for secrets, keyed operators (pseudonymization, hashing), minimization and streaming.
+
+Only :mod:`._config`, :mod:`._walk`, :mod:`._crypto` and :mod:`._minimize` are importable without
+Presidio and spaCy; :mod:`._engine`, :mod:`._recognizers` import them and are loaded lazily by
+:class:`fiveplane._planes._data.DataPlane` (``pip install 'fiveplane[pii]'``).
+"""

