@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Re-install when a distribution's metadata changes.
-PROJECTS := packages/fiveplane/pyproject.toml integrations/llama-index-fiveplane/pyproject.toml
+PROJECTS := packages/fiveplane/pyproject.toml integrations/langchain-fiveplane/pyproject.toml \
+	integrations/llama-index-fiveplane/pyproject.toml
 STAMP := $(VENV)/.installed-$(shell cat $(PROJECTS) Makefile | sha256sum | cut -c1-16)
 
 .PHONY: setup demo test test-fast bench lint format clean
@@ -15,7 +16,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python $(PROJECTS)
 	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet -e "packages/fiveplane[dev,postgres,pii]" \
-		-e integrations/llama-index-fiveplane
+		-e "integrations/langchain-fiveplane[test]" -e integrations/llama-index-fiveplane
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 setup: $(STAMP)
@@ -36,6 +37,7 @@ lint: setup
 	$(BIN)/ruff check packages integrations tests bench
 	$(BIN)/ruff format --check packages integrations tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy -p langchain_fiveplane
 	$(BIN)/mypy -p llama_index.tools.fiveplane
 
 format: setup

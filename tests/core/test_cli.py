@@ -96,7 +96,7 @@ def test_explain_bad_input_names_the_line(tmp_path: Path) -> None:
 
 
 def test_demo_runs_the_reference_scenario(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "--json", "--db", f"sqlite:///{tmp_path / 'demo.db'}"])
+    result = runner.invoke(app, ["demo", "--framework", "core", "--json", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     steps = [json.loads(x) for x in result.stdout.splitlines()]
     by_title = {s["title"]: s for s in steps}
@@ -113,3 +113,8 @@ def test_demo_runs_the_reference_scenario(tmp_path: Path) -> None:
     assert write["operation"] == "modify" and write["resource"] == "contracts/C-7" and write["arguments_bound"] is True
     assert read["token_id"] != write["token_id"]
     assert by_title["mark contract C-7 signed (after manager-1 approved)"]["outcome"] == "ran"
+    # the evidence: a verified ledger and a receipt that verifies offline
+    receipt = tmp_path / "demo-receipt.tlog-proof"
+    check = runner.invoke(app, ["audit", "verify-receipt", str(receipt), "--key", str(tmp_path / "demo.key.pub")])
+    assert check.exit_code == 0, check.output
+    assert runner.invoke(app, ["audit", "verify", "--db", f"sqlite:///{tmp_path / 'demo.db'}"]).exit_code == 0

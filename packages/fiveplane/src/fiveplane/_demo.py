@@ -16,6 +16,7 @@ from typing import Any
 from ._actions import Action, MediationPoint, Principal, PrincipalKind
 from ._decisions import Decision, ObligationKind
 from ._engine import GovernanceError, Governor
+from ._evidence import EvidenceSink
 
 __all__ = ["DEMO_DB", "DEMO_NOTE", "DemoStep", "build_demo_governor", "default_policy_path", "run_scenario"]
 
@@ -32,15 +33,22 @@ AGENT = Principal(kind=PrincipalKind.AGENT, id="sales-assistant")
 DEMO_DB = "sqlite:///.fiveplane/demo.db"
 
 
-def build_demo_governor(policy: Path | str, db: str = DEMO_DB) -> Governor:
-    """The demo's Governor: approvals, grants and revocations in ``db``; capability tokens signed
-    with an ephemeral root key (a real deployment loads its key from a file or the environment)."""
+def build_demo_governor(policy: Path | str, db: str = DEMO_DB, *, evidence: EvidenceSink | None = None) -> Governor:
+    """The demo's Governor: approvals, grants and revocations in ``db``, evidence in ``evidence``;
+    capability tokens signed with an ephemeral root key (a real deployment loads its key from a
+    file or the environment)."""
     from biscuit_auth import KeyPair
 
     from ._approvals import ApprovalStore
     from ._planes._identity import IdentityPlane
 
-    return Governor(policy, planes=[IdentityPlane(database=db, root_key=KeyPair())], approvals=ApprovalStore(db))
+    record = evidence.record_event if evidence is not None and hasattr(evidence, "record_event") else None
+    return Governor(
+        policy,
+        planes=[IdentityPlane(database=db, root_key=KeyPair(), record=record)],
+        approvals=ApprovalStore(db, record=record),
+        evidence=evidence,
+    )
 
 
 def default_policy_path() -> Path:

@@ -463,13 +463,14 @@ class Governor:
                 decision = _fail(decision, "evidence", exc)
         return self._notify(action, decision)
 
-    def record_outcome(self, action: Action, outcome: Outcome) -> None:
+    def record_outcome(self, action: Action, outcome: Outcome, *, durable: bool | None = None) -> None:
+        """Record what happened; durable by default for the classes in ``durable_classes``."""
         if self.evidence is not None:
-            self.evidence.record_outcome(action, outcome, durable=self._durable(action))
+            self.evidence.record_outcome(action, outcome, durable=self._durable(action) if durable is None else durable)
 
-    async def arecord_outcome(self, action: Action, outcome: Outcome) -> None:
+    async def arecord_outcome(self, action: Action, outcome: Outcome, *, durable: bool | None = None) -> None:
         if self.evidence is not None:
-            await self.evidence.arecord_outcome(action, outcome, durable=self._durable(action))
+            await self.evidence.arecord_outcome(action, outcome, durable=self._durable(action) if durable is None else durable)
 
     # ---- governed callables ---------------------------------------------------------------------
 
@@ -554,7 +555,8 @@ class GovernedTool:
     def _call_action(self, kwargs: dict[str, Any]) -> Action:
         if self.wants_capability and "capability" in kwargs:
             raise TypeError(f"{self.tool}: `capability` is supplied by the governor, never by the caller")
-        return self._the_run().action(MediationPoint.TOOL_CALL, tool=self.tool, arguments=kwargs)
+        action = self._the_run().action(MediationPoint.TOOL_CALL, tool=self.tool, arguments=kwargs)
+        return self.governor.normalize(action)[0]  # class and connector from the catalog, for the outcome too
 
     def _tool_args(self, call: Action, decision: Decision, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The arguments the tool runs with: rewritten if the decision says so, plus its capability."""
@@ -564,9 +566,10 @@ class GovernedTool:
         return args
 
     def _result_action(self, call: Action, result: Any) -> Action:
-        return self._the_run().action(
+        action = self._the_run().action(
             MediationPoint.TOOL_RESULT, tool=self.tool, content=_jsonable(result), parent_action_id=call.action_id
         )
+        return self.governor.normalize(action)[0]
 
     def _stop(self, action: Action, decision: Decision) -> None:
         exc = _EXC.get(decision.verdict)
@@ -576,7 +579,10 @@ class GovernedTool:
                 Verdict.REQUIRE_APPROVAL: OutcomeStatus.APPROVAL_PENDING,
                 Verdict.DEFER: OutcomeStatus.DEFERRED,
             }[decision.verdict]
-            self.governor.record_outcome(action, Outcome(action_id=action.action_id, status=status))
+            try:  # nothing ran, so nothing waits for this record to be on disk
+                self.governor.record_outcome(action, Outcome(action_id=action.action_id, status=status), durable=False)
+            except Exception as record_error:
+                raise exc(decision, action) from record_error
             raise exc(decision, action)
 
     def __call__(self, **kwargs: Any) -> Any:

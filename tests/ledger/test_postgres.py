@@ -1,0 +1,119 @@
+"""The ledger on a real PostgreSQL server (FIVEPLANE_TEST_PG_URL; never skipped under CI)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from fiveplane import ActionBlocked, Governor
+from fiveplane._ledger import Ed25519Signer, Ledger, NoteVerifier, open_ledger, verify_receipt
+from fiveplane._ledger import _merkle as m
+from tests.ledger.conftest import fill
+from tests.ledger.test_ledger import CHAIN, PACK, update
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_ledger(pg_url: str, signer: Ed25519Signer) -> Iterator[Ledger]:
+    led = open_ledger(pg_url, key=signer, checkpoint_interval=None)
+    yield led
+    led.close()
+
+
+@pytest.fixture
+def admin(pg_url: str) -> Iterator[sa.Connection]:
+    engine = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        yield conn
+    engine.dispose()
+
+
+def test_append_verify_and_receipts(pg_ledger: Ledger, verifier: NoteVerifier) -> None:
+    fill(pg_ledger, 300)
+    hashes = [bytes(r.leaf_hash) for r in pg_ledger.store.iter_leaves(pg_ledger.ledger_id)]
+    assert pg_ledger.root() == m.root_hash(hashes)
+    check = verify_receipt(pg_ledger.receipt(123).encode(), [verifier], origin=pg_ledger.origin)
+    assert check.index == 123 and check.checkpoint.size == 300
+    report = pg_ledger.verify(keys=[verifier])
+    assert report.ok and report.entries == 300 and report.checkpoints_checked == 1
+
+
+def test_governor_and_reconstruct(pg_ledger: Ledger) -> None:
+    gov = Governor(PACK, evidence=pg_ledger)
+    with gov.run(CHAIN, session_id="s-pg", intent="set tier", purpose="testing"):
+        gov.govern(update, tool="crm.update")(customer="c", tier="gold")
+    pg_ledger.flush()
+    call = next(e["action_id"] for _, e in pg_ledger.iter_records() if e["kind"] == "decision")
+    story = pg_ledger.reconstruct(call)
+    assert story is not None and story.decision is not None and story.decision["verdict"] == "allow"
+    assert [o["status"] for o in story.outcomes] == ["success"]
+
+
+def test_append_only_triggers(pg_ledger: Ledger, admin: sa.Connection) -> None:
+    fill(pg_ledger, 3)
+    for stmt in ("UPDATE ledger_leaves SET kind = 'x' WHERE ledger_id = :i", "DELETE FROM ledger_nodes WHERE ledger_id = :i"):
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+            admin.execute(sa.text(stmt), {"i": pg_ledger.ledger_id})
+
+
+def test_tampering_is_detected(pg_ledger: Ledger, admin: sa.Connection, verifier: NoteVerifier) -> None:
+    fill(pg_ledger, 50)
+    pg_ledger.checkpoint()
+    lid = pg_ledger.ledger_id
+    admin.execute(sa.text("ALTER TABLE ledger_leaves DISABLE TRIGGER USER"))
+    try:
+        admin.execute(
+            sa.text("UPDATE ledger_leaves SET envelope = envelope || '\\x00'::bytea WHERE ledger_id = :i AND seq = 21"),
+            {"i": lid},
+        )
+    finally:
+        admin.execute(sa.text("ALTER TABLE ledger_leaves ENABLE TRIGGER USER"))
+    report = pg_ledger.verify(keys=[verifier])
+    assert not report.ok and report.first_bad_seq == 21
+
+
+def test_a_failing_database_blocks_the_action(pg_ledger: Ledger, admin: sa.Connection) -> None:
+    lid = pg_ledger.ledger_id
+    admin.execute(
+        sa.text(
+            "CREATE OR REPLACE FUNCTION ledger_test_fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$"
+        )
+    )
+    admin.execute(
+        sa.text(
+            f"CREATE TRIGGER ledger_test_fail_{lid} BEFORE INSERT ON ledger_leaves FOR EACH ROW WHEN (NEW.ledger_id = {lid}) EXECUTE FUNCTION ledger_test_fail()"
+        )
+    )
+    ran: list[str] = []
+
+    def tracked(customer: str, tier: str) -> None:
+        ran.append(customer)
+
+    try:
+        gov = Governor(PACK, evidence=pg_ledger)
+        with gov.run(CHAIN, session_id="s-pg-fail", intent="x", purpose="testing"), pytest.raises(ActionBlocked):
+            gov.govern(tracked, tool="crm.update")(customer="c", tier="gold")
+        assert ran == []
+    finally:
+        admin.execute(sa.text(f"DROP TRIGGER ledger_test_fail_{lid} ON ledger_leaves"))
+    pg_ledger.flush(timeout=10)  # the queued (non-durable) `blocked` outcome is written once the database works again
+
+
+def test_sqlite_and_postgres_build_the_same_tree(pg_ledger: Ledger, tmp_path: Path, signer: Ed25519Signer) -> None:
+    lite = open_ledger(f"sqlite:///{tmp_path / 'same.db'}", key=signer, checkpoint_interval=None)
+    try:
+        from fiveplane._ledger._records import make_record
+
+        records = [make_record(pg_ledger.origin, "test.event", {"i": i}, {"p": i}) for i in range(77)]
+        for k in range(0, 77, 7):
+            pg_ledger.append_records(records[k : k + 7])
+            lite.append_records(records[k : k + 7])
+        assert pg_ledger.root() == lite.root()
+        assert pg_ledger.inclusion_proof(40) == lite.inclusion_proof(40)
+        assert pg_ledger.consistency_proof(30) == lite.consistency_proof(30)
+    finally:
+        lite.close()
