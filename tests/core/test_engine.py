@@ -392,3 +392,24 @@ def test_action_validation() -> None:
         Action.model_validate({"point": "teleport", "tool": "x", "principal": REP, "session_id": "s"})
     a = act("crm.search_accounts", {"q": 1}, action_class=ActionClass.READ)
     assert Action.model_validate(a.to_json()) == a
+
+
+def test_tool_results_become_canonical_json_whatever_they_are() -> None:
+    from fiveplane import canonical_json, jsonable
+
+    class Odd:
+        def __repr__(self) -> str:
+            return "<odd>"
+
+    value = jsonable({"nan": float("nan"), "inf": float("-inf"), "set": {1}, "t": (1, "a"), "o": Odd()})
+    assert value == {"nan": None, "inf": None, "set": [1], "t": [1, "a"], "o": "<odd>"}
+    canonical_json(value)  # RFC 8785 rejects NaN: the converted value must be accepted
+    sink = Sink()
+    gov = Governor(SALES_PACK, evidence=sink)
+    tool = gov.govern(lambda query: {"score": float("nan")}, tool="crm.search_accounts")
+    with gov.run(REP, session_id="s", purpose="sales-support"):
+        returned = tool(query="x")  # the caller gets the real result; only its evidence is converted
+    assert returned["score"] != returned["score"]  # NaN
+    result = [a for a, _, _ in sink.decisions if a.point is MediationPoint.TOOL_RESULT]
+    assert result and result[0].content == {"score": None}
+    canonical_json(result[0].to_json())

@@ -24,7 +24,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
-from fiveplane import digest_value
+from fiveplane import digest_value, jsonable
 
 __all__ = ["CallbackEvent", "EventSink", "FiveplaneCallbackHandler"]
 
@@ -77,24 +77,17 @@ def _name(serialized: dict[str, Any] | None, kwargs: dict[str, Any]) -> str | No
     return None
 
 
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+def _convert(value: Any) -> Any:
+    """LangChain types as JSON-able values (for :func:`fiveplane.jsonable`)."""
     if isinstance(value, BaseMessage):
-        return {"type": value.type, "content": _jsonable(value.content)}
+        return {"type": value.type, "content": value.content}
     if isinstance(value, Document):
-        return {"page_content": value.page_content, "metadata": _jsonable(value.metadata)}
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        try:
-            return _jsonable(dump(mode="json"))
-        except Exception:  # noqa: BLE001
-            return repr(value)
-    return repr(value)
+        return {"page_content": value.page_content, "metadata": value.metadata}
+    return NotImplemented
+
+
+def _jsonable(value: Any) -> Any:
+    return jsonable(value, convert=_convert)
 
 
 class FiveplaneCallbackHandler(BaseCallbackHandler):

@@ -18,7 +18,7 @@ from ._engine import (
     Run,
     current_run,
 )
-from ._evidence import EvidenceSink, Outcome, OutcomeStatus, digest_value
+from ._evidence import EvidenceSink, Outcome, OutcomeStatus, digest_value, jsonable
 from ._planes._base import BasePlane, PlaneContext, PlaneResult
 from ._policy._load import Policy, load_policy
 from ._policy._yaml import PolicyError
@@ -182,6 +182,7 @@ __all__ = [
     "digest_value",
     "generate_root_key",
     "generate_signing_key",
+    "jsonable",
     "load_policy",
     "load_public_key",
     "load_root_key",

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from ._actions import Action, ActionClass, MediationPoint, Principal
 from ._approvals import ApprovalStore
 from ._decisions import Decision, Finding, Mode, ObligationKind, Severity, Verdict
-from ._evidence import EvidenceSink, Outcome, OutcomeStatus, digest_value
+from ._evidence import EvidenceSink, Outcome, OutcomeStatus, digest_value, jsonable
 from ._planes._base import BasePlane, PlaneContext, PlaneResult
 from ._planes._reasoning import Contribution, ReasoningPlane, describe
 from ._planes._registry import planes_for
@@ -567,7 +567,7 @@ class GovernedTool:
 
     def _result_action(self, call: Action, result: Any) -> Action:
         action = self._the_run().action(
-            MediationPoint.TOOL_RESULT, tool=self.tool, content=_jsonable(result), parent_action_id=call.action_id
+            MediationPoint.TOOL_RESULT, tool=self.tool, content=jsonable(result), parent_action_id=call.action_id
         )
         return self.governor.normalize(action)[0]
 
@@ -616,7 +616,7 @@ class GovernedTool:
             Outcome(
                 action_id=call.action_id,
                 status=OutcomeStatus.SUCCESS,
-                result_digest=digest_value(_jsonable(result)),
+                result_digest=digest_value(jsonable(result)),
                 duration_ms=ms,
             ),
         )
@@ -654,7 +654,7 @@ class GovernedTool:
             Outcome(
                 action_id=call.action_id,
                 status=OutcomeStatus.SUCCESS,
-                result_digest=digest_value(_jsonable(result)),
+                result_digest=digest_value(jsonable(result)),
                 duration_ms=ms,
             ),
         )
@@ -662,15 +662,3 @@ class GovernedTool:
         res_decision = await gov.adecide(res_action)
         self._stop(res_action, res_decision)
         return res_decision.modified_content if res_decision.modified_content is not None else result
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return repr(value)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -12,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ._actions import Action, canonical_json
 from ._decisions import Decision
 
-__all__ = ["EvidenceSink", "Outcome", "OutcomeStatus", "digest_value"]
+__all__ = ["EvidenceSink", "Outcome", "OutcomeStatus", "digest_value", "jsonable"]
 
 
 class OutcomeStatus(StrEnum):
@@ -38,6 +40,36 @@ class Outcome(BaseModel):
     duration_ms: float | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
     recorded_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+def jsonable(value: Any, *, convert: Callable[[Any], Any] | None = None, _depth: int = 0) -> Any:
+    """A JSON value for anything an agent step may carry (what an Action's content may hold).
+
+    Non-finite floats become ``None`` (RFC 8785 has no NaN), pydantic models their JSON dump, sets and
+    tuples lists, unknown objects their ``repr``; nesting deeper than 20 is cut to a ``repr``.
+    ``convert(value)`` may handle framework types first (return ``NotImplemented`` to decline).
+    """
+    if _depth > 20:
+        return repr(value)
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if convert is not None:
+        converted = convert(value)
+        if converted is not NotImplemented:
+            return jsonable(converted, convert=convert, _depth=_depth + 1)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, convert=convert, _depth=_depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v, convert=convert, _depth=_depth + 1) for v in value]
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            return jsonable(dump(mode="json"), convert=convert, _depth=_depth + 1)
+        except Exception:  # noqa: BLE001 - a model that cannot dump itself is described, not dropped
+            return repr(value)
+    return repr(value)
 
 
 def digest_value(value: Any) -> str:
