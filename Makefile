@@ -8,14 +8,14 @@ PROJECTS := packages/fiveplane/pyproject.toml integrations/langchain-fiveplane/p
 	integrations/llama-index-fiveplane/pyproject.toml
 STAMP := $(VENV)/.installed-$(shell cat $(PROJECTS) Makefile | sha256sum | cut -c1-16)
 
-.PHONY: setup demo test test-fast bench lint format clean
+.PHONY: setup demo test test-fast bench lint format clean notebooks
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "uv>=0.9,<0.14"
 
 $(STAMP): $(BIN)/python $(PROJECTS)
-	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet -e "packages/fiveplane[dev,postgres,pii]" \
+	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet -e "packages/fiveplane[dev,postgres,pii,otel,notebooks]" \
 		-e "integrations/langchain-fiveplane[test]" -e integrations/llama-index-fiveplane
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
@@ -33,6 +33,9 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m bench
 
+notebooks: setup
+	MPLBACKEND=Agg $(BIN)/python notebooks/run.py
+
 lint: setup
 	$(BIN)/ruff check packages integrations tests bench
 	$(BIN)/ruff format --check packages integrations tests bench
@@ -45,4 +48,4 @@ format: setup
 	$(BIN)/ruff check --fix packages integrations tests bench
 
 clean:
-	rm -rf $(VENV) .bench .fiveplane .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .bench .fiveplane .notebooks-out .pytest_cache .mypy_cache .ruff_cache

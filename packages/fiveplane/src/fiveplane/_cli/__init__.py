@@ -14,8 +14,10 @@ from ._approvals import app as approvals_app
 from ._audit import app as audit_app
 from ._coverage import coverage
 from ._demo import demo
+from ._export import app as export_app
 from ._grants import app as grants_app
 from ._policy import app as policy_app
+from ._report import app as report_app
 
 app = typer.Typer(
     name="fiveplane",
@@ -28,6 +30,8 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(grants_app, name="grants")
 app.add_typer(audit_app, name="audit")
+app.add_typer(export_app, name="export")
+app.add_typer(report_app, name="report")
 app.command("demo")(demo)
 app.command("coverage")(coverage)
 
