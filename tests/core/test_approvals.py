@@ -184,3 +184,27 @@ def test_cli_list_approve_deny(gov: Governor, db: str) -> None:
     assert gov.decide(update()).verdict is Verdict.BLOCK
     table = runner.invoke(app, ["approvals", "list", "--db", db])
     assert table.exit_code == 0 and "denied" in table.stdout
+
+
+def test_approval_events_keep_people_out_of_the_envelope(tmp_path: Path) -> None:
+    """Through the ledger's recorder, who asked and who approved land in the erasable payload only."""
+    from fiveplane import open_ledger
+
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", origin="test.fiveplane.local/approvals")
+    try:
+        gov = Governor(SALES_PACK, approvals=ApprovalStore(f"sqlite:///{tmp_path / 'state.db'}", record=ledger.record))
+        assert gov.approvals is not None
+        d = gov.decide(update())
+        gov.approvals.approve(pending_id(d), MANAGER, "fine")
+        ledger.flush()
+        events = [e for _, e in ledger.iter_records() if e["kind"].startswith("approval.")]
+        assert [e["kind"] for e in events] == ["approval.requested", "approval.approved"]
+        for e in events:
+            text = json.dumps(e)
+            assert "rep-1" not in text and "mgr-1" not in text and "fine" not in text
+            assert e["meta"]["approval_id"].startswith("apr-")
+        story = ledger.records(events[1]["action_id"])
+        approved = next(r for r in story if r.kind == "approval.approved")
+        assert approved.payload["decided_by"] == "mgr-1" and approved.payload["requester"] == "rep-1"
+    finally:
+        ledger.close()

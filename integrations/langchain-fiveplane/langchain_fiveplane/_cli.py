@@ -77,15 +77,7 @@ class _Evidence:
         self.ledger = open_ledger(self.url, key=signer, checkpoint_interval=None)
 
     def record_approval(self, kind: str, payload: dict[str, Any]) -> None:
-        meta = {k: v for k, v in payload.items() if k != "reason"}
-        self.ledger.record_event(
-            kind,
-            meta,
-            {"reason": payload.get("reason")},
-            action_id=payload.get("action_id"),
-            session_id=payload.get("session_id"),
-            durable=True,
-        )
+        self.ledger.record(kind, payload)
 
     def finish(self, result: DemoResult) -> dict[str, Any]:
         from fiveplane._ledger import TimelineFilter

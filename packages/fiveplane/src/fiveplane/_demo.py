@@ -42,7 +42,7 @@ def build_demo_governor(policy: Path | str, db: str = DEMO_DB, *, evidence: Evid
     from ._approvals import ApprovalStore
     from ._planes._identity import IdentityPlane
 
-    record = evidence.record_event if evidence is not None and hasattr(evidence, "record_event") else None
+    record = getattr(evidence, "record", None)  # the ledger's recorder: ids in the envelope, the rest erasable
     return Governor(
         policy,
         planes=[IdentityPlane(database=db, root_key=KeyPair(), record=record)],

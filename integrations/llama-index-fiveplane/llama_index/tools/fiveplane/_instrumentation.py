@@ -68,7 +68,7 @@ __all__ = [
 log = logging.getLogger("fiveplane.llamaindex")
 
 RecordEvent = Callable[[str, dict[str, Any]], object]
-"""``record_event(kind, payload)``: e.g. ``functools.partial(ledger.record_event, durable=False)``."""
+"""``record_event(kind, payload)``: e.g. ``functools.partial(ledger.record, durable=False)``."""
 
 DEFAULT_CATEGORIES: frozenset[str] = frozenset({"agent", "chat", "llm", "postprocessor", "query", "retriever", "tool"})
 """Span categories recorded by default (``embedding``, ``synthesis`` and ``other`` are left out)."""
@@ -310,7 +310,7 @@ class FiveplaneInstrumentation:
 
     Args:
         record_event: ``record_event(kind, payload)``; with the ledger,
-            ``functools.partial(ledger.record_event, durable=False)`` (queued, never blocks a loop).
+            ``functools.partial(ledger.record, durable=False)`` (queued, never blocks a loop).
         governor: when given, every decision made while attached is recorded as
             ``llamaindex.decision`` with the active span id.
         categories: span categories to record (``None``: all).

@@ -145,6 +145,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
 
 
+_ENVELOPE_KEYS = (
+    "id", "approval_id", "grant_id", "token_id", "digest", "tool", "connector", "operation",
+    "status", "verdict", "source", "expires_at", "span_id", "trace_id", "parent_span_id",
+)  # fmt: skip
+"""Keys of a recorder payload that are identifiers, safe for the never-erasable envelope."""
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 class Ledger:
     """A tamper-evident evidence ledger (RFC 9162 Merkle log) implementing ``EvidenceSink``.
 
@@ -244,6 +255,20 @@ class Ledger:
 
     async def arecord_outcome(self, action: Action, outcome: Outcome, *, durable: bool) -> None:
         await self._aappend([outcome_record(self.origin, action, outcome)], durable)
+
+    def record(self, kind: str, payload: dict[str, Any], *, durable: bool = True) -> int | None:
+        """The ``record(kind, payload)`` recorder the approval store, the identity plane and the
+        adapters take: identifiers go into the hashed envelope, everything (user ids, reasons,
+        roles included) into the erasable payload."""
+        meta = {k: payload[k] for k in _ENVELOPE_KEYS if payload.get(k) is not None}
+        return self.record_event(
+            kind,
+            meta,
+            payload,
+            action_id=_str_or_none(payload.get("action_id")),
+            session_id=_str_or_none(payload.get("session_id")),
+            durable=durable,
+        )
 
     def record_event(
         self,
