@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from .._actions import Action, MediationPoint
 from .._decisions import Obligation as _Obligation
 from .._decisions import ObligationKind, Severity, Verdict
-from .._evidence import digest_value
+from .._evidence import digest_value, jsonable
 from .._pii._config import (
     BUILTIN_RULES,
     CustomRecognizer,
@@ -371,8 +371,8 @@ class DataPlane(BasePlane):
             logger.exception("data plane: evidence of action %s could not be scanned; storing digests only", action.action_id)
             return action.model_copy(
                 update={
-                    "arguments": {"_unscanned": digest_value(_jsonable(action.arguments))} if action.arguments else {},
-                    "content": None if action.content is None else {"_unscanned": digest_value(_jsonable(action.content))},
+                    "arguments": {"_unscanned": digest_value(jsonable(action.arguments))} if action.arguments else {},
+                    "content": None if action.content is None else {"_unscanned": digest_value(jsonable(action.content))},
                 }
             )
         return action.model_copy(update={"arguments": report.evidence_arguments or {}, "content": report.evidence_content})
@@ -462,15 +462,6 @@ class DataPlane(BasePlane):
         redactor = self.stream_redactor(policy=policy, point=point, tool=tool, connector=connector, session_id=session_id)
         redactor.window = max(len(text), 32)
         return redactor.feed(text) + redactor.close()
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        import json
-
-        return json.loads(json.dumps(value, default=repr))
-    except (TypeError, ValueError, RecursionError):
-        return repr(value)
 
 
 def _safe_path(path: str) -> str:
