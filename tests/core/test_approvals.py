@@ -208,3 +208,51 @@ def test_approval_events_keep_people_out_of_the_envelope(tmp_path: Path) -> None
         assert approved.payload["decided_by"] == "mgr-1" and approved.payload["requester"] == "rep-1"
     finally:
         ledger.close()
+
+
+def test_cli_approver_verified_from_an_oidc_token(tmp_path: Path, db: str) -> None:
+    """`--token` identifies the approver from a signed JWT (the pack's oidc section), not from flags."""
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    other = ec.generate_private_key(ec.SECP256R1())
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    (tmp_path / "idp.pem").write_text(pem)
+    pack = tmp_path / "oidc.yaml"
+    pack.write_text(
+        "name: idp\nunsafe_empty: true\nplanes:\n  identity:\n    oidc:\n      issuer: https://idp.acme.example/\n"
+        "      audience: fiveplane\n      key_file: idp.pem\n      role_map: {managers: sales-manager}\n"
+    )
+
+    def token(signer: Any, sub: str, groups: list[str]) -> str:
+        now = int(time.time())
+        claims = {
+            "sub": sub,
+            "iss": "https://idp.acme.example/",
+            "aud": "fiveplane",
+            "iat": now,
+            "exp": now + 300,
+            "groups": groups,
+        }
+        return jwt.encode(claims, signer, algorithm="ES256")
+
+    gov = Governor(SALES_PACK, approvals=ApprovalStore(db))
+    rid = pending_id(gov.decide(update()))
+    runner = CliRunner()
+    base = ["approvals", "approve", rid, "--db", db, "--policy", str(pack), "--token"]
+    # a token from another issuer key, and a verified user without the role, are refused
+    out = runner.invoke(app, [*base, token(other, "mgr-9", ["managers"])])
+    assert out.exit_code == 1 and "rejected" in out.stdout
+    out = runner.invoke(app, [*base, token(key, "rep-7", ["reps"])])
+    assert out.exit_code == 1 and "does not hold the role" in out.stdout
+    # flags cannot be mixed with a token
+    out = runner.invoke(app, [*base, token(key, "mgr-9", ["managers"]), "--as", "mgr-9", "--role", "sales-manager"])
+    assert out.exit_code == 2
+    out = runner.invoke(app, [*base, token(key, "mgr-9", ["managers"])])
+    assert out.exit_code == 0, out.stdout
+    assert ApprovalStore(db).get(rid).decided_by == "mgr-9"
+    assert gov.decide(update()).verdict is Verdict.ALLOW

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
+from .._actions import Principal
 from .._approvals import ApprovalError, ApprovalStatus, ApprovalStore, approver
 from .._db import default_database_url
 from ._common import EXIT_FAILED, console, die, print_json
@@ -61,9 +63,30 @@ def list_(
     console.print(table)
 
 
-def _decide(request_id: str, user: str, roles: list[str], reason: str | None, db: str | None, deny: bool) -> None:
+def _who(user: str | None, roles: list[str], token: str | None, policy: Path | None) -> Principal:
+    """The approver: verified from an OIDC token (the pack's ``planes.identity.oidc``), or asserted."""
+    if token is not None:
+        if user is not None or roles:
+            die("give either --token (verified) or --as/--role (asserted), not both")
+        if policy is None:
+            die("--token needs --policy: the pack whose planes.identity.oidc says how to verify it")
+        from .._identity._model import IdentityError
+        from .._planes._identity import oidc_mapper
+        from .._policy._load import load_policy
+        from .._policy._yaml import PolicyError
+
+        try:
+            return oidc_mapper(load_policy(policy)).principal(token)
+        except (IdentityError, PolicyError) as exc:
+            console.print(Text(f"refused: {exc}", style="red"))
+            raise typer.Exit(EXIT_FAILED) from None
+    if user is None or not roles:
+        die("say who decides: --token JWT --policy PACK (verified), or --as USER --role ROLE (asserted)")
+    return approver(user, roles)
+
+
+def _decide(request_id: str, who: Principal, reason: str | None, db: str | None, deny: bool) -> None:
     store = _store(db)
-    who = approver(user, roles)
     try:
         req = store.deny(request_id, who, reason) if deny else store.approve(request_id, who, reason)
     except ApprovalError as exc:
@@ -72,30 +95,44 @@ def _decide(request_id: str, user: str, roles: list[str], reason: str | None, db
     verb = "denied" if deny else "approved"
     console.print(
         Text(
-            f"{verb} {req.id}: {req.tool or 'action'} requested by {req.requester}; the same action can now {'never run in that session' if deny else 'run once'}."
+            f"{verb} {req.id} as {who.id}: {req.tool or 'action'} requested by {req.requester}; the same action can now "
+            f"{'never run in that session' if deny else 'run once'}."
         )
     )
+
+
+User = Annotated[str | None, typer.Option("--as", help="Your user id (asserted; prefer --token).")]
+Roles = Annotated[list[str] | None, typer.Option("--role", help="A role you hold (repeatable; asserted).")]
+Token = Annotated[
+    str | None, typer.Option("--token", envvar="FIVEPLANE_APPROVER_TOKEN", help="Your OIDC/JWT identity token (verified).")
+]
+Pack = Annotated[Path | None, typer.Option("--policy", "-p", help="The pack whose planes.identity.oidc verifies --token.")]
+Reason = Annotated[str | None, typer.Option(help="Why (recorded).")]
 
 
 @app.command()
 def approve(
     request_id: Annotated[str, typer.Argument(help="The request id (apr-…).")],
-    user: Annotated[str, typer.Option("--as", help="Your user id.")],
-    role: Annotated[list[str], typer.Option("--role", help="A role you hold (repeatable).")],
-    reason: Annotated[str | None, typer.Option(help="Why (recorded).")] = None,
+    user: User = None,
+    role: Roles = None,
+    token: Token = None,
+    policy: Pack = None,
+    reason: Reason = None,
     db: Db = None,
 ) -> None:
     """Approve one pending request: the exact action may then run once. Exit 1 if refused."""
-    _decide(request_id, user, role, reason, db, deny=False)
+    _decide(request_id, _who(user, role or [], token, policy), reason, db, deny=False)
 
 
 @app.command()
 def deny(
     request_id: Annotated[str, typer.Argument(help="The request id (apr-…).")],
-    user: Annotated[str, typer.Option("--as", help="Your user id.")],
-    role: Annotated[list[str], typer.Option("--role", help="A role you hold (repeatable).")],
-    reason: Annotated[str | None, typer.Option(help="Why (recorded).")] = None,
+    user: User = None,
+    role: Roles = None,
+    token: Token = None,
+    policy: Pack = None,
+    reason: Reason = None,
     db: Db = None,
 ) -> None:
     """Deny one pending request: the exact action can never run in its session. Exit 1 if refused."""
-    _decide(request_id, user, role, reason, db, deny=True)
+    _decide(request_id, _who(user, role or [], token, policy), reason, db, deny=True)
