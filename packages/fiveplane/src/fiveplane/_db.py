@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
@@ -44,11 +44,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-def make_engine(url: str | Engine | None = None) -> Engine:
+def make_engine(url: str | Engine | None = None, *, immediate: bool = False) -> Engine:
     """An engine for ``url`` (default :func:`default_database_url`), with SQLite tuned for sharing.
 
     SQLite gets WAL, a 30 s busy timeout and cross-thread use; an in-memory SQLite URL gets one
-    shared connection (so every thread sees the same database).
+    shared connection (so every thread sees the same database). ``immediate=True`` makes every SQLite
+    transaction take the write lock up front (``BEGIN IMMEDIATE``), for check-and-update stores
+    whose reads must not be upgraded to writes later (``SQLITE_BUSY`` under WAL).
     """
     if isinstance(url, Engine):
         return url
@@ -66,6 +68,8 @@ def make_engine(url: str | Engine | None = None) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        if immediate:
+            dbapi_conn.isolation_level = None  # BEGIN is emitted below, not pysqlite's deferred one
         cur = dbapi_conn.cursor()
         try:
             if not memory:
@@ -73,5 +77,11 @@ def make_engine(url: str | Engine | None = None) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
         finally:
             cur.close()
+
+    if immediate:
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine

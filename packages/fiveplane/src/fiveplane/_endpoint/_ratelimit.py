@@ -22,13 +22,12 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
+
+from .._db import make_engine
 
 __all__ = ["DEFAULT_RATE_LIMIT_URL", "RateExceeded", "RateLimitStore", "RateRequest", "RateResult"]
 
@@ -96,40 +95,13 @@ class RateLimitStore:
 
     def __init__(self, url: str | None = None, *, engine: Engine | None = None) -> None:
         self.url = url or os.environ.get("FIVEPLANE_RATE_LIMIT_URL") or DEFAULT_RATE_LIMIT_URL
-        self.engine = engine if engine is not None else self._create_engine(self.url)
+        self.engine = engine if engine is not None else make_engine(self.url, immediate=True)
         self._sqlite = self.engine.dialect.name == "sqlite"
         self._ready = False
         self._lock = threading.Lock()
         memory = self._sqlite and (self.engine.url.database or ":memory:") == ":memory:"
         self._serial = threading.Lock() if memory else None
         """One shared in-memory connection: serialize its transactions in this process."""
-
-    @staticmethod
-    def _create_engine(url: str) -> Engine:
-        parsed = sa.make_url(url)
-        if parsed.get_backend_name() != "sqlite":
-            return sa.create_engine(url, pool_pre_ping=True)
-        db = parsed.database
-        memory = not db or db == ":memory:"
-        if not memory and db and not db.startswith("file:"):
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
-        extra: dict[str, Any] = {"poolclass": sa.StaticPool} if memory else {}
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **extra)
-
-        @event.listens_for(engine, "connect")
-        def _connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA busy_timeout = 30000")
-            if not memory:
-                cur.execute("PRAGMA journal_mode = WAL")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
 
     def _setup(self) -> None:
         if self._ready:
