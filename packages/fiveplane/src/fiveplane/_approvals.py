@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Column, Engine, Index, MetaData, String, Table, Text, and_, insert, select, update
+from sqlalchemy import Column, Engine, Index, MetaData, String, Table, Text, and_, func, insert, select, update
 
 from ._actions import Action, Principal, PrincipalKind
 from ._db import UTCDateTime, make_engine
@@ -36,6 +37,9 @@ from ._db import UTCDateTime, make_engine
 __all__ = ["ApprovalError", "ApprovalRequest", "ApprovalStatus", "ApprovalStore", "approver"]
 
 Recorder = Callable[[str, dict[str, Any]], None]
+log = logging.getLogger("fiveplane.approvals")
+CHANNEL = "fiveplane_approvals"
+"""The PostgreSQL LISTEN/NOTIFY channel on which a decided request's id is announced."""
 
 
 class ApprovalStatus(StrEnum):
@@ -137,6 +141,7 @@ class ApprovalStore:
         self.engine = make_engine(url)
         self.record = record
         self.clock = clock
+        self._on_filed: list[Callable[[ApprovalRequest], None]] = []
         _meta.create_all(self.engine, checkfirst=True)
 
     def _emit(self, kind: str, req: ApprovalRequest) -> None:
@@ -198,25 +203,39 @@ class ApprovalStore:
                 return req
         return None
 
-    def consume(self, action: Action) -> ApprovalRequest | None:
-        """Atomically use an approved, unexpired request for this exact action (single use)."""
+    def approved(self, action: Action) -> ApprovalRequest | None:
+        """An approved, unexpired request for this exact action, if any (read only: see :meth:`consume`)."""
         now = self.clock()
         for req in self._by_digest(action.digest(), action.session_id):
-            if req.status is not ApprovalStatus.APPROVED or req.expired(now):
-                continue
-            with self.engine.begin() as conn:
-                done = conn.execute(
-                    update(_table)
-                    .where(and_(_table.c.id == req.id, _table.c.status == ApprovalStatus.APPROVED.value))
-                    .values(status=ApprovalStatus.CONSUMED.value)
-                ).rowcount
-            if done == 1:
-                used = req.model_copy(update={"status": ApprovalStatus.CONSUMED})
-                self._emit("approval.consumed", used)
-                return used
+            if req.status is ApprovalStatus.APPROVED and not req.expired(now):
+                return req
         return None
 
-    def request(
+    def consume(self, req: ApprovalRequest) -> ApprovalRequest | None:
+        """Atomically use an approved request (single use): ``None`` when it was used or changed meanwhile."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(_table)
+                .where(and_(_table.c.id == req.id, _table.c.status == ApprovalStatus.APPROVED.value))
+                .values(status=ApprovalStatus.CONSUMED.value)
+            ).rowcount
+        if done != 1:
+            return None
+        used = req.model_copy(update={"status": ApprovalStatus.CONSUMED})
+        self._emit("approval.consumed", used)
+        return used
+
+    def unconsume(self, req: ApprovalRequest) -> None:
+        """Give back a consumption whose action did not run after all (its decision was vetoed)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(_table)
+                .where(and_(_table.c.id == req.id, _table.c.status == ApprovalStatus.CONSUMED.value))
+                .values(status=ApprovalStatus.APPROVED.value)
+            )
+        self._emit("approval.unconsumed", req)
+
+    def prepare(
         self,
         action: Action,
         stored_action: Action,
@@ -226,12 +245,13 @@ class ApprovalStore:
         expires_in: int,
         rule_id: str | None,
         explanation: str,
-    ) -> ApprovalRequest:
-        """File (or reuse the pending, unexpired) request for this exact action."""
+    ) -> tuple[ApprovalRequest, bool]:
+        """The request for this exact action: the pending, unexpired one (``False``: already filed),
+        or a new one with its id (``True``: to :meth:`file` once the decision stands)."""
         now = self.clock()
         for req in self._by_digest(action.digest(), action.session_id):
             if req.status is ApprovalStatus.PENDING and not req.expired(now) and req.role == role:
-                return req
+                return req, False
         user = action.user
         agent = action.agent
         requester = user.id if user else (agent.id if agent else "unknown")
@@ -251,18 +271,53 @@ class ApprovalStore:
             created_at=now,
             expires_at=now + timedelta(seconds=expires_in),
         )
-        # Record first: a request the ledger cannot hold must not exist.
+        return req, True
+
+    def file(self, req: ApprovalRequest) -> ApprovalRequest:
+        """Store a request :meth:`prepare` made (recorded first: a request the ledger cannot hold must not exist)."""
         self._emit("approval.requested", req)
         with self.engine.begin() as conn:
             conn.execute(
                 insert(_table).values(
                     **{k: v for k, v in req.model_dump().items() if k not in ("action", "separation_of_duties", "status")},
                     action=json.dumps(req.action, sort_keys=True),
-                    separation_of_duties="true" if separation_of_duties else "false",
+                    separation_of_duties="true" if req.separation_of_duties else "false",
                     status=req.status.value,
                 )
             )
+        for hook in self._on_filed:
+            try:
+                hook(req)
+            except Exception:
+                log.warning("approval notification hook failed for %s", req.id, exc_info=True)
         return req
+
+    def request(
+        self,
+        action: Action,
+        stored_action: Action,
+        *,
+        role: str,
+        separation_of_duties: bool,
+        expires_in: int,
+        rule_id: str | None,
+        explanation: str,
+    ) -> ApprovalRequest:
+        """File (or reuse the pending, unexpired) request for this exact action."""
+        req, new = self.prepare(
+            action,
+            stored_action,
+            role=role,
+            separation_of_duties=separation_of_duties,
+            expires_in=expires_in,
+            rule_id=rule_id,
+            explanation=explanation,
+        )
+        return self.file(req) if new else req
+
+    def on_filed(self, hook: Callable[[ApprovalRequest], None]) -> None:
+        """Call ``hook(request)`` after every new request is filed (notifications; errors are logged)."""
+        self._on_filed.append(hook)
 
     # ---- the approver's side --------------------------------------------------------------------
 
@@ -285,6 +340,8 @@ class ApprovalStore:
                 .where(and_(_table.c.id == request_id, _table.c.status == ApprovalStatus.PENDING.value))
                 .values(status=status.value, decided_by=approver.id, decided_at=now, reason=reason)
             ).rowcount
+            if done == 1 and self.engine.dialect.name == "postgresql":  # wakes waiters (sent at commit)
+                conn.execute(select(func.pg_notify(CHANNEL, request_id)))
         if done != 1:
             raise ApprovalError(f"request {request_id} was decided by someone else meanwhile")
         return decided
@@ -298,22 +355,50 @@ class ApprovalStore:
     # ---- waiting ------------------------------------------------------------------------------
 
     def wait(self, request_id: str, timeout: float, poll: float = 0.2) -> ApprovalRequest:
-        """Block until the request is decided or ``timeout`` seconds pass; returns its latest state."""
+        """Block until the request is decided (by any process) or ``timeout`` seconds pass; returns its latest state.
+
+        On PostgreSQL the wait listens on the ``fiveplane_approvals`` channel (LISTEN/NOTIFY: woken as
+        soon as another process decides); elsewhere it polls every ``poll`` seconds.
+        """
         deadline = time.monotonic() + timeout
+        if self.engine.dialect.name == "postgresql":
+            return self._listen(request_id, deadline)
         while True:
             req = self.get(request_id)
             if req.status is not ApprovalStatus.PENDING or time.monotonic() >= deadline or req.expired(self.clock()):
                 return req
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
+    def _listen(self, request_id: str, deadline: float) -> ApprovalRequest:
+        raw = self.engine.raw_connection()
+        try:
+            pg: Any = raw.driver_connection
+            pg.autocommit = True
+            pg.execute(f"LISTEN {CHANNEL}")
+            try:
+                while True:
+                    req = self.get(request_id)  # after LISTEN: a decision made before it is seen here
+                    left = deadline - time.monotonic()
+                    if req.status is not ApprovalStatus.PENDING or left <= 0 or req.expired(self.clock()):
+                        return req
+                    left = min(left, max(0.05, (req.expires_at - self.clock()).total_seconds()))
+                    for note in pg.notifies(timeout=left, stop_after=1):
+                        if note.payload == request_id:
+                            break
+            finally:
+                pg.execute(f"UNLISTEN {CHANNEL}")
+        finally:
+            raw.close()
+
     async def await_decision(self, request_id: str, timeout: float, poll: float = 0.2) -> ApprovalRequest:  # noqa: ASYNC109
-        """Async twin of :meth:`wait` (the database read runs off the event loop)."""
+        """Async twin of :meth:`wait`: waits off the event loop, in slices of at most a second so a
+        cancelled coroutine leaves no thread waiting behind it."""
         deadline = time.monotonic() + timeout
         while True:
-            req = await asyncio.to_thread(self.get, request_id)
-            if req.status is not ApprovalStatus.PENDING or time.monotonic() >= deadline or req.expired(self.clock()):
+            left = max(0.0, deadline - time.monotonic())
+            req = await asyncio.to_thread(self.wait, request_id, min(1.0, left), poll)
+            if req.status is not ApprovalStatus.PENDING or left <= 1.0 or req.expired(self.clock()):
                 return req
-            await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
 
 def approver(user_id: str, roles: Sequence[str]) -> Principal:

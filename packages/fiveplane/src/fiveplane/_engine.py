@@ -15,7 +15,7 @@ import contextvars
 import functools
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,15 +25,17 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel, ValidationError
 
 from ._actions import Action, ActionClass, MediationPoint, Principal
-from ._approvals import ApprovalStore
+from ._approvals import ApprovalError, ApprovalRequest, ApprovalStore
+from ._call import ApprovalMode, CallContext, CallProtocol, Execute, Refusal, adrive, capability_scope, drive
 from ._decisions import Decision, Finding, Mode, ObligationKind, Severity, Verdict
-from ._evidence import EvidenceSink, Outcome, OutcomeStatus, digest_value, jsonable
+from ._evidence import EvidenceSink, Outcome
+from ._flow import FlowContent
 from ._planes._base import BasePlane, PlaneContext, PlaneResult
 from ._planes._reasoning import Contribution, ReasoningPlane, describe
 from ._planes._registry import planes_for
 from ._policy._load import Policy, load_policy
 from ._policy._yaml import PolicyError
-from ._session import InMemorySessionStore, SessionState, SessionStore
+from ._session import InMemorySessionStore, SessionCommit, SessionState, SessionStore, SessionTx
 
 __all__ = [
     "ActionBlocked",
@@ -68,9 +70,6 @@ class ApprovalRequired(GovernanceError):
 
 class ActionDeferred(GovernanceError):
     """The decision was ``defer``: the action is parked."""
-
-
-_EXC = {Verdict.BLOCK: ActionBlocked, Verdict.REQUIRE_APPROVAL: ApprovalRequired, Verdict.DEFER: ActionDeferred}
 
 
 @dataclass
@@ -287,56 +286,101 @@ class Governor:
             updates["connector"] = spec.connector
         return (action.model_copy(update=updates) if updates else action), notes
 
-    def _context(self, action: Action, plane: str | None = None) -> PlaneContext:
-        return PlaneContext(
-            policy=self.policy,
-            session=self.sessions.get(action.session_id),
-            now=self.clock(),
-            config=self._configs.get(plane) if plane else None,
-        )
+    # The path of one decision is written once, as a generator of effects (evaluate the planes, their
+    # on_decision, the evidence write, blocking I/O); ``decide`` and ``adecide`` drive it, so sync and
+    # async take the same decisions in the same order and the async driver keeps I/O off the loop.
+    # Evaluation has no side effects; the one commit (approval consumed or filed, session step, flow
+    # index, plane state) happens only after every veto.
 
-    def _finish(self, action: Action, results: list[PlaneResult], notes: list[Finding], t0: int) -> Decision:
-        """Reasoning + combination + session update, under the session's lock."""
-        with self.sessions.lock(action.session_id):
-            ctx = self._context(action)
+    def decide(self, action: Action) -> Decision:
+        """Judge one action (sync). Never raises for a bad action or a failing plane: it blocks."""
+        t0 = time.perf_counter_ns()
+        action, notes = self.normalize(action)
+        try:
+            tx = self.sessions.begin(action.session_id)
+        except Exception as exc:  # noqa: BLE001 - no session state, no decision but block
+            return self._notify(action, self._unjudged(action, exc, t0))
+        try:
+            decision = self._drive(self._decision_flow(action, notes, tx, t0))
+        finally:
+            tx.close()
+        return self._notify(action, decision)
+
+    async def adecide(self, action: Action) -> Decision:
+        """Async twin of :meth:`decide`; planes run concurrently, heavy ones and I/O off the event loop."""
+        t0 = time.perf_counter_ns()
+        action, notes = self.normalize(action)
+        try:
+            tx = await self.sessions.abegin(action.session_id)
+        except Exception as exc:  # noqa: BLE001
+            return self._notify(action, await asyncio.to_thread(self._unjudged, action, exc, t0))
+        try:
+            decision = await self._adrive(self._decision_flow(action, notes, tx, t0))
+        finally:
+            if tx.blocking:
+                await asyncio.to_thread(tx.close)
+            else:
+                tx.close()
+        return self._notify(action, decision)
+
+    def _decision_flow(self, action: Action, notes: list[Finding], tx: SessionTx, t0: int) -> Generator[_Effect, Any, Decision]:
+        state = tx.state
+        now = self.clock()
+        if state.expired is not None:
+            decision = self._expired(action, state, now, t0)
+            return (yield from self._record_or_fail(action, decision))
+        contexts = [PlaneContext(self.policy, state, now, self._configs.get(p.name), tx.staged) for p in self.planes]
+        results: list[PlaneResult] = yield _Evaluate(action, contexts)
+        ctx = PlaneContext(self.policy, state, now, None, tx.staged)
+        try:
+            reasoning, contributions = self.reasoning.evaluate(action, ctx)
+        except Exception as exc:  # noqa: BLE001 - fail closed
+            reasoning = PlaneResult.error("reasoning", exc)
+            contributions = [Contribution(Verdict.BLOCK, "engine.error", Mode.ENFORCE, str(exc))]
+        reasoning.findings[:0] = notes
+        decision = self.reasoning.combine(
+            action, self.policy, contributions, [reasoning, *results], now, (time.perf_counter_ns() - t0) / 1000
+        )
+        plan = _ApprovalPlan()
+        if self.approvals is not None:
             try:
-                reasoning, contributions = self.reasoning.evaluate(action, ctx)
-            except Exception as exc:  # noqa: BLE001 - fail closed
-                reasoning = PlaneResult.error("reasoning", exc)
-                contributions = [Contribution(Verdict.BLOCK, "engine.error", Mode.ENFORCE, str(exc))]
-            reasoning.findings[:0] = notes
-            decision = self.reasoning.combine(
-                action, self.policy, contributions, [reasoning, *results], ctx.now, (time.perf_counter_ns() - t0) / 1000
-            )
-            if self.approvals is not None:
-                try:
-                    decision = self._apply_approvals(action, decision, ctx.session)
-                except Exception as exc:  # noqa: BLE001 - an approval store that fails never lets anything through
-                    decision = _fail(decision, "approvals", exc)
-            untrusted = self._untrusted(action, results)
-            if decision.verdict.proceeds and results:
-                ctx.session.labels.update(set().union(*(r.labels for r in results)))
-            ctx.session.record(action, decision, untrusted=untrusted)
-            if decision.verdict.proceeds and self.policy.flow is not None:
-                self._index_flow(action, untrusted, ctx.session)
+                decision = yield from self._plan_approval(action, decision, ctx, plan)
+            except Exception as exc:  # noqa: BLE001 - an approval store that fails never lets anything through
+                decision, plan = _fail(decision, "approvals", exc), _ApprovalPlan()
+        decision = yield _OnDecision(action, decision, contexts)
+        decision = yield from self._record_or_fail(action, decision)
+        return (yield from self._commit(action, decision, results, plan, tx))
+
+    def _record_or_fail(self, action: Action, decision: Decision) -> Generator[_Effect, Any, Decision]:
+        if self.evidence is None:
+            return decision
+        try:
+            yield _Evidence(self._evidence_action(action, decision), decision, self._durable(action))
+        except Exception as exc:  # noqa: BLE001 - no evidence, no action
+            self._abort(action.action_id)
+            return _fail(decision, "evidence", exc)
         return decision
 
-    def _apply_approvals(self, action: Action, decision: Decision, session: SessionState) -> Decision:
-        """Denied → block for good; approved → proceed once; otherwise file the request."""
-        assert self.approvals is not None
-        denied: dict[str, str] = session.extra.setdefault("denied_digests", {})
+    def _plan_approval(
+        self, action: Action, decision: Decision, ctx: PlaneContext, plan: _ApprovalPlan
+    ) -> Generator[_Effect, Any, Decision]:
+        """Denied → block for good; approved → proceed once (consumed at commit); else prepare the request."""
+        store = self.approvals
+        assert store is not None
+        denied: dict[str, str] = ctx.session_value(_DENIED) or {}
         digest = action.digest()
         if digest in denied and decision.verdict is not Verdict.BLOCK:
             return _override(action, decision, Verdict.BLOCK, "approval.denied", denied[digest])
         if decision.verdict is not Verdict.REQUIRE_APPROVAL:
             return decision
-        denial = self.approvals.denied(action)
+        denial: ApprovalRequest | None = yield _IO(store.denied, (action,))
         if denial is not None:
             why = f"{denial.decided_by} denied this exact action ({denial.id}){': ' + denial.reason if denial.reason else ''}"
-            denied[digest] = why
+            ctx.stage(_DENIED, {**denied, digest: why})
             return _override(action, decision, Verdict.BLOCK, "approval.denied", why)
-        granted = self.approvals.consume(action)
+        granted: ApprovalRequest | None = yield _IO(store.approved, (action,))
         if granted is not None:
+            plan.grant = granted
             verdict = Verdict.MODIFY if decision.modified_arguments is not None else Verdict.ALLOW
             why = f"approved by {granted.decided_by} ({granted.role}, {granted.id}) for this exact action, once"
             return _override(action, decision, verdict, "approval.granted", why, keep_rules=True)
@@ -344,15 +388,21 @@ class Governor:
         if not specs:
             return decision  # nobody can approve: it stays paused (fail closed)
         spec = specs[0]
-        req = self.approvals.request(
-            action,
-            self._evidence_action(action, decision),
-            role=str(spec.params["role"]),
-            separation_of_duties=bool(spec.params.get("separation_of_duties", True)),
-            expires_in=int(spec.params.get("expires_in", 3600)),
-            rule_id=spec.rule_id,
-            explanation=decision.explanation,
+        req, new = yield _IO(
+            functools.partial(
+                store.prepare,
+                action,
+                self._evidence_action(action, decision),
+                role=str(spec.params["role"]),
+                separation_of_duties=bool(spec.params.get("separation_of_duties", True)),
+                expires_in=int(spec.params.get("expires_in", 3600)),
+                rule_id=spec.rule_id,
+                explanation=decision.explanation,
+            ),
+            (),
         )
+        if new:
+            plan.request = req
         filed = spec.model_copy(
             update={"params": {**spec.params, "approval_id": req.id, "expires_at": req.expires_at.isoformat()}}
         )
@@ -360,6 +410,135 @@ class Governor:
         return decision.model_copy(
             update={"obligations": obligations, "explanation": decision.explanation[:-1] + f" (request {req.id})."}
         )
+
+    def _commit(
+        self, action: Action, decision: Decision, results: list[PlaneResult], plan: _ApprovalPlan, tx: SessionTx
+    ) -> Generator[_Effect, Any, Decision]:
+        """The decision's one change, after every veto: approval consumed or filed, then the session step."""
+        store = self.approvals
+        proceeds = decision.verdict.proceeds
+        consumed: ApprovalRequest | None = None
+        stage = "approvals"
+        try:
+            if plan.grant is not None and proceeds and store is not None:
+                consumed = yield _IO(store.consume, (plan.grant,))
+                if consumed is None:
+                    raise ApprovalError(f"approval {plan.grant.id} was used by another call meanwhile (single use)")
+            if plan.request is not None and decision.verdict is Verdict.REQUIRE_APPROVAL and store is not None:
+                yield _IO(store.file, (plan.request,))
+            stage = "sessions"
+            untrusted = self._untrusted(action, results)
+            change = SessionCommit.of(
+                action,
+                decision,
+                untrusted=untrusted,
+                labels=frozenset().union(*(r.labels for r in results)) if results else frozenset(),
+                flow=self._flow_content(action, untrusted) if proceeds else None,
+                extra=tx.staged,
+            )
+            if tx.blocking:
+                yield _IO(tx.commit, (change,))
+            else:
+                tx.commit(change)
+        except Exception as exc:  # noqa: BLE001 - a step that cannot be kept does not run
+            if not proceeds and decision.verdict is not Verdict.REQUIRE_APPROVAL:
+                return decision  # nothing runs either way
+            self._abort(action.action_id)
+            if consumed is not None and store is not None:
+                try:
+                    yield _IO(store.unconsume, (consumed,))
+                except Exception:  # noqa: BLE001 - the approval stays used; the action still does not run
+                    pass
+            vetoed = _fail(decision, stage, exc)
+            if self.evidence is not None:  # the decision recorded above no longer stands: say so
+                try:
+                    yield _Evidence(self._evidence_action(action, vetoed), vetoed, self._durable(action))
+                except Exception:  # noqa: BLE001 - blocked anyway; the first record names the action
+                    pass
+            return vetoed
+        return decision
+
+    def _drive(self, flow: Generator[_Effect, Any, Decision]) -> Decision:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = flow.throw(error) if error is not None else flow.send(value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                if isinstance(effect, _Evaluate):
+                    value = [self._evaluate(p, effect.action, c) for p, c in zip(self.planes, effect.contexts, strict=True)]
+                elif isinstance(effect, _OnDecision):
+                    value = self._after_decision(effect.action, effect.decision, effect.contexts)
+                elif isinstance(effect, _Evidence):
+                    assert self.evidence is not None
+                    self.evidence.record_decision(effect.action, effect.decision, durable=effect.durable)
+                else:
+                    value = effect.fn(*effect.args)
+            except Exception as exc:  # noqa: BLE001 - handed to the flow, which fails closed
+                error = exc
+
+    async def _adrive(self, flow: Generator[_Effect, Any, Decision]) -> Decision:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = flow.throw(error) if error is not None else flow.send(value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                if isinstance(effect, _Evaluate):
+                    value = list(
+                        await asyncio.gather(
+                            *(self._aevaluate(p, effect.action, c) for p, c in zip(self.planes, effect.contexts, strict=True))
+                        )
+                    )
+                elif isinstance(effect, _OnDecision):
+                    value = await self._aafter_decision(effect.action, effect.decision, effect.contexts)
+                elif isinstance(effect, _Evidence):
+                    assert self.evidence is not None
+                    await self.evidence.arecord_decision(effect.action, effect.decision, durable=effect.durable)
+                else:
+                    value = await asyncio.to_thread(effect.fn, *effect.args)
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+
+    @staticmethod
+    def _evaluate(plane: BasePlane, action: Action, ctx: PlaneContext) -> PlaneResult:
+        try:
+            return _checked_result(plane, plane.evaluate(action, ctx))
+        except Exception as exc:  # noqa: BLE001 - fail closed
+            return PlaneResult.error(plane.name, exc)
+
+    @staticmethod
+    async def _aevaluate(plane: BasePlane, action: Action, ctx: PlaneContext) -> PlaneResult:
+        try:
+            return _checked_result(plane, await plane.aevaluate(action, ctx))
+        except Exception as exc:  # noqa: BLE001
+            return PlaneResult.error(plane.name, exc)
+
+    def _after_decision(self, action: Action, decision: Decision, contexts: list[PlaneContext]) -> Decision:
+        extra = []
+        for plane, ctx in zip(self.planes, contexts, strict=True):
+            try:
+                extra.extend(plane.on_decision(action, decision, ctx))
+            except Exception as exc:  # noqa: BLE001 - enforcement failure → block
+                self._abort(action.action_id)
+                return _fail(decision, plane.name, exc)
+        return decision.model_copy(update={"obligations": decision.obligations + tuple(extra)}) if extra else decision
+
+    async def _aafter_decision(self, action: Action, decision: Decision, contexts: list[PlaneContext]) -> Decision:
+        extra = []
+        for plane, ctx in zip(self.planes, contexts, strict=True):
+            try:
+                extra.extend(await plane.aon_decision(action, decision, ctx))
+            except Exception as exc:  # noqa: BLE001
+                self._abort(action.action_id)
+                return _fail(decision, plane.name, exc)
+        return decision.model_copy(update={"obligations": decision.obligations + tuple(extra)}) if extra else decision
 
     def _untrusted(self, action: Action, results: list[PlaneResult]) -> bool:
         """Does this step bring untrusted content into the session?"""
@@ -369,35 +548,51 @@ class Governor:
             return not (action.tool and self.policy.tool_trusted(action.tool))
         return action.point is MediationPoint.TOOL_RESULT and not self.policy.tool_trusted(action.tool)
 
-    @staticmethod
-    def _index_flow(action: Action, untrusted: bool, session: SessionState) -> None:
-        """Index the content the model will see: untrusted results, and the user's own words as trusted."""
-        if action.content is None:
-            return
+    def _flow_content(self, action: Action, untrusted: bool) -> FlowContent | None:
+        """What the step indexes for information flow: untrusted results, and the user's own words as trusted."""
+        if self.policy.flow is None or action.content is None:
+            return None
         if untrusted:
-            session.flow.add(action.content, trusted=False, action_id=action.action_id, tool=action.tool)
-        elif action.point in (MediationPoint.INPUT, MediationPoint.TOOL_RESULT, MediationPoint.RETRIEVAL):
-            session.flow.add(action.content, trusted=True, action_id=action.action_id, tool=action.tool)
+            return FlowContent.of(action.content, trusted=False, action_id=action.action_id, tool=action.tool)
+        if action.point in (MediationPoint.INPUT, MediationPoint.TOOL_RESULT, MediationPoint.RETRIEVAL):
+            return FlowContent.of(action.content, trusted=True, action_id=action.action_id, tool=action.tool)
+        return None
 
-    def _after_decision(self, action: Action, decision: Decision) -> Decision:
-        extra = []
-        for plane in self.planes:
-            try:
-                extra.extend(plane.on_decision(action, decision, self._context(action, plane.name)))
-            except Exception as exc:  # noqa: BLE001 - enforcement failure → block
-                self._abort(action.action_id)
-                return _fail(decision, plane.name, exc)
-        return decision.model_copy(update={"obligations": decision.obligations + tuple(extra)}) if extra else decision
+    def _base_decision(self, action: Action, rule_id: str, finding: Finding, explanation: str, t0: int) -> Decision:
+        return Decision(
+            action_id=action.action_id,
+            verdict=Verdict.BLOCK,
+            policy_verdict=Verdict.BLOCK,
+            rule_ids=(rule_id,),
+            findings=(finding,),
+            explanation=explanation,
+            policy_hash=self.policy.hash,
+            policy_version=f"{self.policy.name}@{self.policy.version}",
+            evaluated_at=self.clock(),
+            duration_us=(time.perf_counter_ns() - t0) / 1000,
+            errors=(finding.message,) if finding.severity is Severity.ERROR else (),
+        )
 
-    async def _aafter_decision(self, action: Action, decision: Decision) -> Decision:
-        extra = []
-        for plane in self.planes:
+    def _expired(self, action: Action, state: SessionState, now: datetime, t0: int) -> Decision:
+        why = f"session {action.session_id!r} has expired ({state.expired}); start a new session"
+        finding = Finding(plane="reasoning", code="session_expired", message=why, severity=Severity.HIGH, verdict=Verdict.BLOCK)
+        return self._base_decision(
+            action, "session.expired", finding, f"Blocked {describe(action)}: {why} [session.expired].", t0
+        )
+
+    def _unjudged(self, action: Action, exc: BaseException, t0: int) -> Decision:
+        """The session store failed before anything was judged: block, and record that (best effort)."""
+        message = f"sessions failed: {type(exc).__name__}: {exc}"
+        finding = Finding(plane="sessions", code="plane_error", message=message, severity=Severity.ERROR, verdict=Verdict.BLOCK)
+        decision = self._base_decision(
+            action, "sessions.error", finding, f"Blocked: sessions failed ({type(exc).__name__}), so the action fails closed.", t0
+        )
+        if self.evidence is not None:
             try:
-                extra.extend(await plane.aon_decision(action, decision, self._context(action, plane.name)))
-            except Exception as exc:  # noqa: BLE001
-                self._abort(action.action_id)
-                return _fail(decision, plane.name, exc)
-        return decision.model_copy(update={"obligations": decision.obligations + tuple(extra)}) if extra else decision
+                self.evidence.record_decision(self._evidence_action(action, decision), decision, durable=self._durable(action))
+            except Exception:  # noqa: BLE001 - blocked anyway
+                pass
+        return decision
 
     def _evidence_action(self, action: Action, decision: Decision) -> Action:
         """The action as it is recorded: with the arguments / content the next step received, then
@@ -416,53 +611,6 @@ class Governor:
     def _durable(self, action: Action) -> bool:
         return action.action_class in self.durable_classes
 
-    def decide(self, action: Action) -> Decision:
-        """Judge one action (sync). Never raises for a bad action or a failing plane: it blocks."""
-        t0 = time.perf_counter_ns()
-        action, notes = self.normalize(action)
-        results = []
-        for plane in self.planes:
-            try:
-                results.append(plane.evaluate(action, self._context(action, plane.name)))
-            except Exception as exc:  # noqa: BLE001 - fail closed
-                results.append(PlaneResult.error(plane.name, exc))
-        decision = self._finish(action, results, notes, t0)
-        decision = self._after_decision(action, decision)
-        if self.evidence is not None:
-            try:
-                self.evidence.record_decision(self._evidence_action(action, decision), decision, durable=self._durable(action))
-            except Exception as exc:  # noqa: BLE001 - no evidence, no action
-                self._abort(action.action_id)
-                decision = _fail(decision, "evidence", exc)
-        return self._notify(action, decision)
-
-    async def adecide(self, action: Action) -> Decision:
-        """Async twin of :meth:`decide`; planes run concurrently, heavy ones off the event loop."""
-        t0 = time.perf_counter_ns()
-        action, notes = self.normalize(action)
-
-        async def one(plane: BasePlane) -> PlaneResult:
-            try:
-                return await plane.aevaluate(action, self._context(action, plane.name))
-            except Exception as exc:  # noqa: BLE001
-                return PlaneResult.error(plane.name, exc)
-
-        results = list(await asyncio.gather(*(one(p) for p in self.planes)))
-        if self.approvals is not None:  # approvals read and write the database: not on the loop
-            decision = await asyncio.to_thread(self._finish, action, results, notes, t0)
-        else:
-            decision = self._finish(action, results, notes, t0)
-        decision = await self._aafter_decision(action, decision)
-        if self.evidence is not None:
-            try:
-                await self.evidence.arecord_decision(
-                    self._evidence_action(action, decision), decision, durable=self._durable(action)
-                )
-            except Exception as exc:  # noqa: BLE001
-                self._abort(action.action_id)
-                decision = _fail(decision, "evidence", exc)
-        return self._notify(action, decision)
-
     def record_outcome(self, action: Action, outcome: Outcome, *, durable: bool | None = None) -> None:
         """Record what happened; durable by default for the classes in ``durable_classes``."""
         if self.evidence is not None:
@@ -474,11 +622,74 @@ class Governor:
 
     # ---- governed callables ---------------------------------------------------------------------
 
-    def govern(self, fn: Callable[..., Any], *, tool: str, run: Run | None = None) -> GovernedTool:
-        """Wrap ``fn`` as the governed tool ``tool`` (must be in the policy's catalog)."""
+    def govern(
+        self,
+        fn: Callable[..., Any],
+        *,
+        tool: str,
+        run: Run | None = None,
+        approval_mode: ApprovalMode = "defer",
+        approval_timeout: float = 0.0,
+    ) -> GovernedTool:
+        """Wrap ``fn`` as the governed tool ``tool`` (must be in the policy's catalog).
+
+        ``approval_mode="wait"`` with ``approval_timeout`` seconds makes a call that needs approval
+        wait for a person's decision (from any process); the default ``defer`` raises
+        :class:`ApprovalRequired` at once (the same call runs once it is approved).
+        """
         if tool not in self.policy.tools:
             raise KeyError(f"tool {tool!r} is not in the policy's catalog ({', '.join(sorted(self.policy.tools)) or 'empty'})")
-        return GovernedTool(self, fn, tool, run)
+        return GovernedTool(self, fn, tool, run, approval_mode=approval_mode, approval_timeout=approval_timeout)
+
+
+_DENIED = "approvals.denied"
+"""Session state: digest → why, for the exact actions a person denied (blocked for the session)."""
+
+
+@dataclass
+class _ApprovalPlan:
+    """What the commit does to approvals: consume the grant that let the action run, or file its request."""
+
+    grant: ApprovalRequest | None = None
+    request: ApprovalRequest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Evaluate:
+    action: Action
+    contexts: list[PlaneContext]
+
+
+@dataclass(frozen=True, slots=True)
+class _OnDecision:
+    action: Action
+    decision: Decision
+    contexts: list[PlaneContext]
+
+
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    action: Action
+    decision: Decision
+    durable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _IO:
+    """Blocking I/O (a database): run in a worker thread on async paths."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+_Effect = _Evaluate | _OnDecision | _Evidence | _IO
+
+
+def _checked_result(plane: BasePlane, result: Any) -> PlaneResult:
+    """A plane must return a PlaneResult; anything else fails closed with a finding saying so."""
+    if not isinstance(result, PlaneResult):
+        raise TypeError(f"plane {plane.name!r} returned {type(result).__name__}, not a PlaneResult")
+    return result
 
 
 def _override(
@@ -526,15 +737,25 @@ def _fail(decision: Decision, plane: str, exc: BaseException) -> Decision:
 
 
 class GovernedTool:
-    """A callable that is decided, enforced and recorded on every call.
+    """A callable that is decided, enforced and recorded on every call (the core driver of :class:`CallProtocol`).
 
-    Call it like the wrapped function with keyword arguments. Inside ``Governor.run(...)`` the
-    run is taken from the context; otherwise pass ``run=`` when wrapping. A non-proceeding decision
-    raises :class:`ActionBlocked`, :class:`ApprovalRequired` or :class:`ActionDeferred`, and the
-    function does not run.
+    Call it like the wrapped function with keyword arguments. Inside ``Governor.run(...)`` the run
+    is taken from the context; otherwise pass ``run=`` when wrapping. A call that does not run raises
+    :class:`ActionBlocked`, :class:`ApprovalRequired` or :class:`ActionDeferred` (with the decision);
+    a withheld result raises the same way. A function that declares a ``capability`` parameter
+    receives the capability token minted for the call (also available as ``current_capability()``).
     """
 
-    def __init__(self, governor: Governor, fn: Callable[..., Any], tool: str, run: Run | None) -> None:
+    def __init__(
+        self,
+        governor: Governor,
+        fn: Callable[..., Any],
+        tool: str,
+        run: Run | None,
+        *,
+        approval_mode: ApprovalMode = "defer",
+        approval_timeout: float = 0.0,
+    ) -> None:
         self.governor = governor
         self.fn = fn
         self.tool = tool
@@ -544,6 +765,9 @@ class GovernedTool:
             self.wants_capability = "capability" in inspect.signature(fn).parameters
         except (TypeError, ValueError):  # builtins without a signature
             self.wants_capability = False
+        self.protocol = CallProtocol(
+            governor, approval_mode=approval_mode, approval_timeout=approval_timeout, catalog=lambda _name: tool
+        )
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def _the_run(self) -> Run:
@@ -552,113 +776,32 @@ class GovernedTool:
             raise RuntimeError(f"governed tool {self.tool!r} called outside Governor.run(...) and without run=")
         return run
 
-    def _call_action(self, kwargs: dict[str, Any]) -> Action:
-        if self.wants_capability and "capability" in kwargs:
-            raise TypeError(f"{self.tool}: `capability` is supplied by the governor, never by the caller")
-        action = self._the_run().action(MediationPoint.TOOL_CALL, tool=self.tool, arguments=kwargs)
-        return self.governor.normalize(action)[0]  # class and connector from the catalog, for the outcome too
+    def _args(self, e: Execute) -> dict[str, Any]:
+        return {**e.args, "capability": e.capability} if self.wants_capability else dict(e.args)
 
-    def _tool_args(self, call: Action, decision: Decision, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The arguments the tool runs with: rewritten if the decision says so, plus its capability."""
-        args = dict(decision.modified_arguments) if decision.modified_arguments is not None else dict(kwargs)
-        if self.wants_capability:
-            args["capability"] = self.governor.take_capability(call.action_id)
-        return args
-
-    def _result_action(self, call: Action, result: Any) -> Action:
-        action = self._the_run().action(
-            MediationPoint.TOOL_RESULT, tool=self.tool, content=jsonable(result), parent_action_id=call.action_id
-        )
-        return self.governor.normalize(action)[0]
-
-    def _stop(self, action: Action, decision: Decision) -> None:
-        exc = _EXC.get(decision.verdict)
-        if exc is not None:
-            status = {
-                Verdict.BLOCK: OutcomeStatus.BLOCKED,
-                Verdict.REQUIRE_APPROVAL: OutcomeStatus.APPROVAL_PENDING,
-                Verdict.DEFER: OutcomeStatus.DEFERRED,
-            }[decision.verdict]
-            try:  # nothing ran, so nothing waits for this record to be on disk
-                self.governor.record_outcome(action, Outcome(action_id=action.action_id, status=status), durable=False)
-            except Exception as record_error:
-                raise exc(decision, action) from record_error
-            raise exc(decision, action)
+    @staticmethod
+    def _final(result: Any) -> Any:
+        if isinstance(result, Refusal):
+            raise result.exception()
+        return result
 
     def __call__(self, **kwargs: Any) -> Any:
         if self.is_async:
             return self.acall(**kwargs)
-        gov = self.governor
-        call = self._call_action(kwargs)
-        decision = gov.decide(call)
-        self._stop(call, decision)
-        args = self._tool_args(call, decision, kwargs)
-        t = time.perf_counter()
-        try:
-            result = self.fn(**args)
-        except Exception as exc:
-            gov.record_outcome(
-                call,
-                Outcome(
-                    action_id=call.action_id,
-                    status=OutcomeStatus.ERROR,
-                    error=f"{type(exc).__name__}: {exc}",
-                    duration_ms=(time.perf_counter() - t) * 1000,
-                ),
-            )
-            raise
-        return self._mediate_result(call, result, (time.perf_counter() - t) * 1000)
 
-    def _mediate_result(self, call: Action, result: Any, ms: float) -> Any:
-        gov = self.governor
-        gov.record_outcome(
-            call,
-            Outcome(
-                action_id=call.action_id,
-                status=OutcomeStatus.SUCCESS,
-                result_digest=digest_value(jsonable(result)),
-                duration_ms=ms,
-            ),
-        )
-        res_action = self._result_action(call, result)
-        res_decision = gov.decide(res_action)
-        self._stop(res_action, res_decision)
-        return res_decision.modified_content if res_decision.modified_content is not None else result
+        def execute(e: Execute) -> Any:
+            with capability_scope(e.capability):
+                return self.fn(**self._args(e))
+
+        c = CallContext(run=self._the_run(), name=self.tool, args=kwargs)
+        return self._final(drive(self.protocol.call(c), self.governor, execute))
 
     async def acall(self, **kwargs: Any) -> Any:
-        gov = self.governor
-        call = self._call_action(kwargs)
-        decision = await gov.adecide(call)
-        self._stop(call, decision)
-        args = self._tool_args(call, decision, kwargs)
-        t = time.perf_counter()
-        try:
-            if self.is_async:
-                result = await cast(Callable[..., Awaitable[Any]], self.fn)(**args)
-            else:
-                result = await asyncio.to_thread(self.fn, **args)
-        except Exception as exc:
-            await gov.arecord_outcome(
-                call,
-                Outcome(
-                    action_id=call.action_id,
-                    status=OutcomeStatus.ERROR,
-                    error=f"{type(exc).__name__}: {exc}",
-                    duration_ms=(time.perf_counter() - t) * 1000,
-                ),
-            )
-            raise
-        ms = (time.perf_counter() - t) * 1000
-        await gov.arecord_outcome(
-            call,
-            Outcome(
-                action_id=call.action_id,
-                status=OutcomeStatus.SUCCESS,
-                result_digest=digest_value(jsonable(result)),
-                duration_ms=ms,
-            ),
-        )
-        res_action = self._result_action(call, result)
-        res_decision = await gov.adecide(res_action)
-        self._stop(res_action, res_decision)
-        return res_decision.modified_content if res_decision.modified_content is not None else result
+        async def execute(e: Execute) -> Any:
+            with capability_scope(e.capability):
+                if self.is_async:
+                    return await cast(Callable[..., Awaitable[Any]], self.fn)(**self._args(e))
+                return await asyncio.to_thread(self.fn, **self._args(e))  # to_thread copies the context
+
+        c = CallContext(run=self._the_run(), name=self.tool, args=kwargs)
+        return self._final(await adrive(self.protocol.call(c), self.governor, execute))

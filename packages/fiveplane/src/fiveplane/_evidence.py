@@ -42,31 +42,37 @@ class Outcome(BaseModel):
     recorded_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
-def jsonable(value: Any, *, convert: Callable[[Any], Any] | None = None, _depth: int = 0) -> Any:
+def jsonable(value: Any, *, convert: Callable[[Any], Any] | None = None, strict: bool = False, _depth: int = 0) -> Any:
     """A JSON value for anything an agent step may carry (what an Action's content may hold).
 
-    Non-finite floats become ``None`` (RFC 8785 has no NaN), pydantic models their JSON dump, sets and
-    tuples lists, unknown objects their ``repr``; nesting deeper than 20 is cut to a ``repr``.
-    ``convert(value)`` may handle framework types first (return ``NotImplemented`` to decline).
+    Non-finite floats become ``None`` (RFC 8785 has no NaN) — or, with ``strict=True`` (the
+    arguments a tool will run with: what is decided must be what runs), raise ``ValueError``;
+    pydantic models their JSON dump, sets and tuples lists, unknown objects their ``repr``; nesting
+    deeper than 20 is cut to a ``repr``. ``convert(value)`` may handle framework types first
+    (return ``NotImplemented`` to decline).
     """
     if _depth > 20:
         return repr(value)
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        if math.isfinite(value):
+            return value
+        if strict:
+            raise ValueError(f"{value!r} is not a finite number (JSON has no NaN or Infinity)")
+        return None
     if convert is not None:
         converted = convert(value)
         if converted is not NotImplemented:
-            return jsonable(converted, convert=convert, _depth=_depth + 1)
+            return jsonable(converted, convert=convert, strict=strict, _depth=_depth + 1)
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v, convert=convert, _depth=_depth + 1) for k, v in value.items()}
+        return {str(k): jsonable(v, convert=convert, strict=strict, _depth=_depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v, convert=convert, _depth=_depth + 1) for v in value]
+        return [jsonable(v, convert=convert, strict=strict, _depth=_depth + 1) for v in value]
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         try:
-            return jsonable(dump(mode="json"), convert=convert, _depth=_depth + 1)
+            return jsonable(dump(mode="json"), convert=convert, strict=strict, _depth=_depth + 1)
         except Exception:  # noqa: BLE001 - a model that cannot dump itself is described, not dropped
             return repr(value)
     return repr(value)

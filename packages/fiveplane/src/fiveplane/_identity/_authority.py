@@ -87,6 +87,15 @@ class DelegatedRight:
     def covers(self, tool: str | None, cls: ActionClass, resource: str | None) -> bool:
         return tool == self.tool and cls is self.action_class and Glob(self.resources).matches(resource or "")
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DelegatedRight:
+        return cls(
+            tool=data["tool"],
+            connector=data.get("connector"),
+            action_class=ActionClass(data["class"]),
+            resources=tuple(data.get("resources") or ("*",)),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "tool": self.tool,
@@ -109,6 +118,19 @@ class Delegation:
 
     def covers(self, tool: str | None, cls: ActionClass, resource: str | None) -> bool:
         return any(r.covers(tool, cls, resource) for r in self.rights)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Delegation:
+        """The inverse of :meth:`to_json` (delegations live in the session state as JSON)."""
+        chain = tuple(tuple(link.split(":", 1)) for link in data["chain"])
+        expires = data.get("expires_at")
+        return cls(
+            id=data["delegation_id"],
+            chain=chain,  # type: ignore[arg-type]
+            to_agent=data["to_agent"],
+            rights=tuple(DelegatedRight.from_json(r) for r in data.get("rights") or ()),
+            expires_at=datetime.fromisoformat(expires) if expires else None,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -36,6 +36,23 @@ class PlaneContext:
     now: datetime
     config: BaseModel | None = None
     """This plane's validated section of the policy (``planes: {name: ...}``)."""
+    staged: dict[str, Any] = field(default_factory=dict)
+    """Session changes staged during this decision (shared by its planes; committed once it stands)."""
+
+    def session_value(self, key: str, default: Any = None) -> Any:
+        """A per-session value of a plane (``key`` namespaced by the plane), staged changes first."""
+        if key in self.staged:
+            return self.staged[key]
+        return self.session.extra.get(key, default)
+
+    def stage(self, key: str, value: Any) -> None:
+        """Set a per-session value (JSON) for the session to keep once the decision stands.
+
+        Planes never change ``session`` directly: the engine commits staged values together with the
+        step, only after every veto (another plane's ``on_decision``, the evidence write), and in the
+        database when the session store is shared, so every worker sees them.
+        """
+        self.staged[key] = value
 
 
 @dataclass

@@ -548,8 +548,7 @@ class IdentityPlane(BasePlane):
             rights=tuple(covered),
             expires_at=exp,
         )
-        book = ctx.session.extra.setdefault(_DELEGATIONS, [])
-        book.append(delegation)
+        ctx.stage(_DELEGATIONS, [*(ctx.session_value(_DELEGATIONS) or []), delegation.to_json()])
         if self.record is not None:
             self.record("identity.delegation", {**delegation.to_json(), "session_id": action.session_id})
         return Obligation(
@@ -602,8 +601,8 @@ class IdentityPlane(BasePlane):
 
 
 def _delegations(ctx: PlaneContext) -> list[Delegation]:
-    book = ctx.session.extra.get(_DELEGATIONS)
-    return list(book) if isinstance(book, list) else []
+    book = ctx.session_value(_DELEGATIONS)
+    return [Delegation.from_json(d) for d in book] if isinstance(book, list) else []
 
 
 def _narrowing(decision: Decision, now: datetime) -> list[Attenuation]:
