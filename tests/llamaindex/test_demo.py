@@ -22,6 +22,7 @@ pytestmark = LLAMA_INDEX_WARNINGS
 
 EXPECTED = [
     ("rag", "user request", "allow"),
+    ("rag", "kb.search(query='Does ticket 4411 qualify for a refund?')", "allow"),  # the query, decided first
     ("rag", "retrieve board-minutes-q3.txt", "block"),
     ("rag", "retrieve refund-policy.txt", "allow"),
     ("rag", "retrieve ticket-4411.txt", "modify"),

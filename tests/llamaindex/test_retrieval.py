@@ -86,8 +86,12 @@ def test_nodes_are_decided_one_by_one(mode: str, index: VectorStoreIndex, govern
     ticket = text_of(nodes, "ticket.txt")
     assert ticket == "Jane Roe (<REDACTED>, <REDACTED>) asks for a refund of her kettle."
     assert next(n for n in nodes if n.node.metadata["file_name"] == "ticket.txt").node.metadata["customer_email"] == "<REDACTED>"
-    by_file = {a.arguments["metadata"]["file_name"]: (a, d) for a, d in sink.decisions}
-    assert len(sink.decisions) == len(DOCS)  # one action per node
+    (query, query_decision), *per_node = sink.decisions
+    # the query first, as a tool_call of the catalogued source, then one action per node
+    assert query.point is MediationPoint.TOOL_CALL and query.tool == "kb.search" and query_decision.verdict is Verdict.ALLOW
+    assert all(n.parent_action_id == query.action_id for n, _ in per_node)
+    by_file = {a.arguments["metadata"]["file_name"]: (a, d) for a, d in per_node}
+    assert len(per_node) == len(DOCS)
     assert by_file["minutes.txt"][1].rule_ids == ("retrieval.confidential-finance-only",)
     assert by_file["playbook.txt"][1].rule_ids == ("retrieval.allowed-roles",)
     assert by_file["ticket.txt"][1].verdict is Verdict.MODIFY and by_file["public.txt"][1].verdict is Verdict.ALLOW

@@ -37,24 +37,28 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command, TracePolicy, omit_payload
 
-from fiveplane import Action, Decision, Governor, MediationPoint, Run
-
-from ._context import ToolMap, catalog_name, run_from_config, run_from_state, run_to_state
-from ._enforce import (
+from fiveplane import (
+    Action,
     ApprovalMode,
     ApproverResolver,
     CallContext,
+    CallProtocol,
     CapabilityProvider,
-    Enforcer,
+    Decision,
     Execute,
+    Governor,
+    MediationPoint,
     Refusal,
     ResultAdapter,
+    Run,
     adrive,
     drive,
-    json_value,
-    sealed_execute,
-    unseal,
+    jsonable,
+    sealed_call,
 )
+
+from ._context import ToolMap, catalog_name, run_from_config, run_from_state, run_to_state
+from ._enforce import aask, ask, is_control_flow
 
 __all__ = ["FiveplaneMiddleware", "FiveplaneState"]
 
@@ -114,14 +118,17 @@ class _MessageResult(ResultAdapter):
         msg = self._message(result)
         return _text(msg)[:500] if msg is not None and msg.status == "error" else None
 
-    def replace(self, result: Any, content: Any, *, withheld: bool) -> Any:
+    def replace(self, result: Any, content: Any) -> Any:
         msg = self._message(result)
         if msg is None:
             return result
-        update: dict[str, Any] = {"content": _as_content(content), "artifact": None}
-        if withheld:
-            update["status"] = "error"
-        return self._swap(result, msg.model_copy(update=update))
+        return self._swap(result, msg.model_copy(update={"content": _as_content(content), "artifact": None}))
+
+    def withhold(self, result: Any, decision: Decision, text: str) -> Any:
+        msg = self._message(result)
+        if msg is None:
+            return result
+        return self._swap(result, msg.model_copy(update={"content": text, "artifact": None, "status": "error"}))
 
     def annotate(self, result: Any, note: str) -> Any:
         msg = self._message(result)
@@ -207,7 +214,7 @@ class FiveplaneMiddleware(AgentMiddleware[FiveplaneState, Any, Any]):
         self._last_run: tuple[Any, Run] | None = None
         self.mediate_input = mediate_input
         self.mediate_model_output = mediate_model_output
-        self.enforcer = Enforcer(
+        self.enforcer = CallProtocol(
             governor,
             approval_mode=approval_mode,
             approval_timeout=approval_timeout,
@@ -297,7 +304,7 @@ class FiveplaneMiddleware(AgentMiddleware[FiveplaneState, Any, Any]):
                     for tc in msg.tool_calls
                 ],
             }
-            return run.action(MediationPoint.MODEL_OUTPUT, content=json_value(content)), idx
+            return run.action(MediationPoint.MODEL_OUTPUT, content=jsonable(content)), idx
         if response.structured_response is not None:
             structured = json.loads(json.dumps(response.structured_response, default=lambda o: getattr(o, "__dict__", str(o))))
             return run.action(MediationPoint.FINAL_OUTPUT, content={"text": _text(msg), "structured": structured}), idx
@@ -364,8 +371,9 @@ class FiveplaneMiddleware(AgentMiddleware[FiveplaneState, Any, Any]):
             args=dict(call.get("args") or {}),
             tool_call_id=call.get("id"),
             adapter=_MessageResult(call.get("id")),
-            interrupts=configurable.get(_CHECKPOINTER_KEY) is not None,
+            can_pause=configurable.get(_CHECKPOINTER_KEY) is not None,
             retarget=lambda name: any(t.name == name for t in tools),
+            control_flow=is_control_flow,
         )
 
     @staticmethod
@@ -396,13 +404,10 @@ class FiveplaneMiddleware(AgentMiddleware[FiveplaneState, Any, Any]):
             return c
 
         def execute(e: Execute) -> ToolMessage | Command[Any]:
-            tokens = sealed_execute(self.governor, e)
-            try:
+            with sealed_call(self.governor, e.name, e.args, e.capability, tool=self.enforcer.catalog(e.name)):
                 return handler(self._request_for(request, e))
-            finally:
-                unseal(tokens)
 
-        return self._finish(request, drive(self.enforcer.call(c), self.governor, execute))
+        return self._finish(request, drive(self.enforcer.call(c), self.governor, execute, ask))
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]]
@@ -412,10 +417,7 @@ class FiveplaneMiddleware(AgentMiddleware[FiveplaneState, Any, Any]):
             return c
 
         async def execute(e: Execute) -> ToolMessage | Command[Any]:
-            tokens = sealed_execute(self.governor, e)
-            try:
+            with sealed_call(self.governor, e.name, e.args, e.capability, tool=self.enforcer.catalog(e.name)):
                 return await handler(self._request_for(request, e))
-            finally:
-                unseal(tokens)
 
-        return self._finish(request, await adrive(self.enforcer.call(c), self.governor, execute))
+        return self._finish(request, await adrive(self.enforcer.call(c), self.governor, execute, aask))

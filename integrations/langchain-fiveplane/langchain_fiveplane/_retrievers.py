@@ -13,8 +13,6 @@ flow like any other untrusted content.
 from __future__ import annotations
 
 import contextvars
-import time
-from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
@@ -25,26 +23,26 @@ from pydantic import ConfigDict, model_validator
 
 from fiveplane import (
     Action,
-    ActionBlocked,
-    ActionDeferred,
-    ApprovalRequired,
+    CallProtocol,
     Decision,
-    GovernanceError,
+    Execute,
     Governor,
+    ItemAdapter,
     MediationPoint,
-    Outcome,
-    OutcomeStatus,
+    Refusal,
+    RetrievalContext,
     Run,
-    Verdict,
-    digest_value,
+    adrive,
+    drive,
+    jsonable,
 )
 
 from ._context import run_from_config
+from ._enforce import is_control_flow
 
 __all__ = ["FiveplaneRetriever"]
 
 _CONFIG: contextvars.ContextVar[RunnableConfig | None] = contextvars.ContextVar("fiveplane_retriever_config", default=None)
-_EXC: dict[Verdict, type[GovernanceError]] = {Verdict.REQUIRE_APPROVAL: ApprovalRequired, Verdict.DEFER: ActionDeferred}
 
 
 def _labels(value: Any) -> tuple[str, ...]:
@@ -57,14 +55,32 @@ def _labels(value: Any) -> tuple[str, ...]:
     return (str(value),)
 
 
-def _json(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_json(v) for v in value]
-    return repr(value)
+class _Documents(ItemAdapter[Document]):
+    """A LangChain ``Document`` as a ``retrieval`` step: its text the content, its labels the action's."""
+
+    def __init__(self, label_key: str) -> None:
+        self.label_key = label_key
+
+    def action(self, run: Run, item: Document, source: str | None, query: str | None, parent: Action | None) -> Action:
+        return run.action(
+            MediationPoint.RETRIEVAL,
+            tool=source,
+            arguments={"query": query, "document": {"id": item.id, "metadata": jsonable(dict(item.metadata))}},
+            content=item.page_content,
+            labels=_labels(item.metadata.get(self.label_key)),
+            parent_action_id=parent.action_id if parent else None,
+        )
+
+    def apply(self, item: Document, decision: Decision) -> Document | None:
+        if not decision.verdict.proceeds:
+            return None
+        if decision.modified_content is not None:
+            text = decision.modified_content if isinstance(decision.modified_content, str) else str(decision.modified_content)
+            return Document(page_content=text, metadata=dict(item.metadata), id=item.id)
+        return item
+
+    def text(self, item: Document) -> str:
+        return item.page_content
 
 
 class FiveplaneRetriever(BaseRetriever):
@@ -113,78 +129,28 @@ class FiveplaneRetriever(BaseRetriever):
         finally:
             _CONFIG.reset(token)
 
-    # ---- actions --------------------------------------------------------------------------------
-
-    def _run(self) -> Run:
-        return run_from_config(_CONFIG.get(), agent=self.agent, fallback=self.default_run)
-
-    def _query_action(self, run: Run, query: str) -> Action:
-        return run.action(MediationPoint.TOOL_CALL, tool=self.source, arguments={"query": query})
-
-    def _doc_action(self, run: Run, query: str, doc: Document, call: Action) -> Action:
-        metadata = _json(dict(doc.metadata))
-        return run.action(
-            MediationPoint.RETRIEVAL,
-            tool=self.source,
-            arguments={"query": query, "document": {"id": doc.id, "metadata": metadata}},
-            content=doc.page_content,
-            labels=_labels(doc.metadata.get(self.label_key)),
-            parent_action_id=call.action_id,
-        )
-
-    @staticmethod
-    def _stop(decision: Decision) -> None:
-        raise _EXC.get(decision.verdict, ActionBlocked)(decision)
-
-    @staticmethod
-    def _keep(doc: Document, decision: Decision) -> Document | None:
-        if not decision.verdict.proceeds:
-            return None
-        if decision.modified_content is not None:
-            text = decision.modified_content if isinstance(decision.modified_content, str) else str(decision.modified_content)
-            return Document(page_content=text, metadata=dict(doc.metadata), id=doc.id)
-        return doc
-
-    @staticmethod
-    def _outcome(call: Action, kept: Sequence[Document], total: int, ms: float) -> Outcome:
-        return Outcome(
-            action_id=call.action_id,
-            status=OutcomeStatus.SUCCESS,
-            result_digest=digest_value([d.page_content for d in kept]),
-            duration_ms=ms,
-            detail={"documents": total, "kept": len(kept), "dropped": total - len(kept)},
-        )
-
     # ---- retrieval --------------------------------------------------------------------------------
 
+    def _context(self, query: str) -> RetrievalContext[Document]:
+        run = run_from_config(_CONFIG.get(), agent=self.agent, fallback=self.default_run)
+        return RetrievalContext(
+            run=run, adapter=_Documents(self.label_key), source=self.source, query=query, control_flow=is_control_flow
+        )
+
+    @staticmethod
+    def _final(result: list[Document] | Refusal) -> list[Document]:
+        if isinstance(result, Refusal):
+            raise result.exception()
+        return result
+
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
-        gov = self.governor
-        run = self._run()
-        call = self._query_action(run, query)
-        decision = gov.decide(call)
-        if not decision.verdict.proceeds:
-            gov.record_outcome(call, Outcome(action_id=call.action_id, status=OutcomeStatus.BLOCKED))
-            self._stop(decision)
-        t0 = time.perf_counter()
-        docs = self.retriever.invoke(query, config={"callbacks": run_manager.get_child()})
-        kept = [k for d in docs if (k := self._keep(d, gov.decide(self._doc_action(run, query, d, call)))) is not None]
-        gov.record_outcome(call, self._outcome(call, kept, len(docs), (time.perf_counter() - t0) * 1000))
-        return kept
+        def execute(e: Execute) -> list[Document]:
+            return self.retriever.invoke(query, config={"callbacks": run_manager.get_child()})
+
+        return self._final(drive(CallProtocol(self.governor).retrieve(self._context(query)), self.governor, execute))
 
     async def _aget_relevant_documents(self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun) -> list[Document]:
-        gov = self.governor
-        run = self._run()
-        call = self._query_action(run, query)
-        decision = await gov.adecide(call)
-        if not decision.verdict.proceeds:
-            await gov.arecord_outcome(call, Outcome(action_id=call.action_id, status=OutcomeStatus.BLOCKED))
-            self._stop(decision)
-        t0 = time.perf_counter()
-        docs = await self.retriever.ainvoke(query, config={"callbacks": run_manager.get_child()})
-        kept = []
-        for d in docs:
-            k = self._keep(d, await gov.adecide(self._doc_action(run, query, d, call)))
-            if k is not None:
-                kept.append(k)
-        await gov.arecord_outcome(call, self._outcome(call, kept, len(docs), (time.perf_counter() - t0) * 1000))
-        return kept
+        async def execute(e: Execute) -> list[Document]:
+            return await self.retriever.ainvoke(query, config={"callbacks": run_manager.get_child()})
+
+        return self._final(await adrive(CallProtocol(self.governor).retrieve(self._context(query)), self.governor, execute))

@@ -24,32 +24,31 @@ from langchain_core.tools import BaseTool, ToolException
 from langchain_core.tools import tool as as_tool
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
-from fiveplane import ActionBlocked, ActionDeferred, ApprovalRequired, GovernanceError, Governor, OutcomeStatus, Run, Verdict
-
-from ._context import ToolMap, catalog_name, run_from_config
-from ._enforce import (
+from fiveplane import (
     ApprovalMode,
     ApproverResolver,
     CallContext,
+    CallProtocol,
     CapabilityProvider,
-    Enforcer,
+    Decision,
     Execute,
+    Governor,
+    OutcomeStatus,
     Refusal,
     ResultAdapter,
+    Run,
     adrive,
     drive,
-    reset_capability,
-    set_capability,
+    sealed_call,
     take_sealed,
 )
+
+from ._context import ToolMap, catalog_name, run_from_config
+from ._enforce import aask, ask, is_control_flow
 
 __all__ = ["FiveplaneTool", "govern_tool", "govern_tools"]
 
 _CHECKPOINTER_KEY = "__pregel_checkpointer"
-_EXC: dict[Verdict, type[GovernanceError]] = {
-    Verdict.REQUIRE_APPROVAL: ApprovalRequired,
-    Verdict.DEFER: ActionDeferred,
-}
 
 
 class _Withheld:
@@ -71,14 +70,16 @@ class _ToolResult(ResultAdapter):
             return str(result.content)[:500]
         return None
 
-    def replace(self, result: Any, content: Any, *, withheld: bool) -> Any:
+    def replace(self, result: Any, content: Any) -> Any:
         if isinstance(result, ToolMessage):
             text = content if isinstance(content, (str, list)) else str(content)
-            update: dict[str, Any] = {"content": text, "artifact": None}
-            if withheld:
-                update["status"] = "error"
-            return result.model_copy(update=update)
-        return _Withheld(str(content)) if withheld else content
+            return result.model_copy(update={"content": text, "artifact": None})
+        return content
+
+    def withhold(self, result: Any, decision: Decision, text: str) -> Any:
+        if isinstance(result, ToolMessage):
+            return result.model_copy(update={"content": text, "artifact": None, "status": "error"})
+        return _Withheld(text)
 
     def annotate(self, result: Any, note: str) -> Any:
         if isinstance(result, ToolMessage) and isinstance(result.content, str):
@@ -110,11 +111,11 @@ class FiveplaneTool(BaseTool):
     """A fixed run when neither the config nor ``Governor.run`` gives one."""
     agent: str | None = None
     """The acting agent's id, appended to the user named in the config."""
-    _enforcer: Enforcer = PrivateAttr()
+    _enforcer: CallProtocol = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:
         super().model_post_init(context)
-        self._enforcer = Enforcer(self.governor, catalog=lambda _name: self.catalog_tool)
+        self._enforcer = CallProtocol(self.governor, catalog=lambda _name: self.catalog_tool)
 
     def configure(
         self,
@@ -125,7 +126,7 @@ class FiveplaneTool(BaseTool):
         capability: CapabilityProvider | None = None,
     ) -> FiveplaneTool:
         """Set how approvals pause and which capability the tool runs with (see :class:`FiveplaneMiddleware`)."""
-        self._enforcer = Enforcer(
+        self._enforcer = CallProtocol(
             self.governor,
             approval_mode=approval_mode,
             approval_timeout=approval_timeout,
@@ -189,7 +190,8 @@ class FiveplaneTool(BaseTool):
                 args=args,
                 tool_call_id=call_id,
                 adapter=_ToolResult(call_id),
-                interrupts=configurable.get(_CHECKPOINTER_KEY) is not None,
+                can_pause=configurable.get(_CHECKPOINTER_KEY) is not None,
+                control_flow=is_control_flow,
             ),
             call_id,
             injected,
@@ -200,7 +202,7 @@ class FiveplaneTool(BaseTool):
             return ToolMessage(content=result.text, tool_call_id=call_id, name=self.name, status="error")
         if result.decision is None:
             raise ToolException(result.text)
-        raise _EXC.get(result.decision.verdict, ActionBlocked)(result.decision)
+        raise result.exception()
 
     def _final(self, result: Any, call_id: str | None) -> Any:
         if isinstance(result, Refusal):
@@ -222,13 +224,10 @@ class FiveplaneTool(BaseTool):
         assert c is not None
 
         def execute(e: Execute) -> Any:
-            token = set_capability(e.capability)
-            try:
+            with sealed_call(self.governor, self.name, e.args, e.capability, tool=self.catalog_tool):
                 return self.inner.invoke(self._rebuild(input, e.args, injected), config, **kwargs)
-            finally:
-                reset_capability(token)
 
-        return self._final(drive(self._enforcer.call(c), self.governor, execute), call_id)
+        return self._final(drive(self._enforcer.call(c), self.governor, execute, ask), call_id)
 
     async def ainvoke(self, input: str | dict[str, Any] | Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         call_id, args, injected = self._split(input)
@@ -243,13 +242,10 @@ class FiveplaneTool(BaseTool):
         assert c is not None
 
         async def execute(e: Execute) -> Any:
-            token = set_capability(e.capability)
-            try:
+            with sealed_call(self.governor, self.name, e.args, e.capability, tool=self.catalog_tool):
                 return await self.inner.ainvoke(self._rebuild(input, e.args, injected), config, **kwargs)
-            finally:
-                reset_capability(token)
 
-        return self._final(await adrive(self._enforcer.call(c), self.governor, execute), call_id)
+        return self._final(await adrive(self._enforcer.call(c), self.governor, execute, aask), call_id)
 
     def _run(self, *args: Any, **kwargs: Any) -> Any:
         """The legacy ``run()`` route: governed like ``invoke``."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,9 +64,11 @@ __all__ = [
     "exception_for",
     "refusal_text",
     "sealed_call",
+    "sealed_tool",
     "take_sealed",
 ]
 
+log = logging.getLogger("fiveplane.calls")
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - an item (document, node)
 
@@ -178,6 +181,8 @@ class _Sealed:
     governor: Any
     name: str
     args: Any
+    tool: str | None = None
+    """The catalog tool of the call (``name`` is the framework's)."""
     used: bool = False
 
 
@@ -185,14 +190,29 @@ _SEALED: contextvars.ContextVar[_Sealed | None] = contextvars.ContextVar("fivepl
 
 
 @contextlib.contextmanager
-def sealed_call(governor: Governor, name: str, args: Mapping[str, Any], capability: Any) -> Iterator[None]:
-    """While the tool runs: mark the call as decided (for a governed tool underneath) and expose its capability."""
-    sealed = _SEALED.set(_Sealed(governor, name, jsonable(dict(args))))
+def sealed_call(
+    governor: Governor, name: str, args: Mapping[str, Any], capability: Any, *, tool: str | None = None
+) -> Iterator[None]:
+    """While the tool runs: mark the call as decided (for a governed tool underneath) and expose its capability.
+
+    ``name`` is the framework's tool name, ``tool`` the catalog's (default: the same).
+    """
+    sealed = _SEALED.set(_Sealed(governor, name, jsonable(dict(args)), tool or name))
     try:
         with capability_scope(capability):
             yield
     finally:
         _SEALED.reset(sealed)
+
+
+def sealed_tool(governor: Governor) -> str | None:
+    """The catalog tool whose decided call of ``governor`` is executing right now, if any.
+
+    A governed retriever running inside the governed tool call of its own source (a retriever
+    offered to an agent as a tool) does not decide the query a second time.
+    """
+    sealed = _SEALED.get()
+    return sealed.tool if sealed is not None and sealed.governor is governor else None
 
 
 def take_sealed(governor: Governor, name: str, args: Mapping[str, Any]) -> bool:
@@ -238,10 +258,16 @@ class WaitFor:
 
 @dataclass(frozen=True, slots=True)
 class Ask:
-    """Pause and ask a person about an approval request; the driver returns the answer (a mapping)."""
+    """Pause and ask a person about an approval request; the driver returns the answer (a mapping).
+
+    A driver whose framework replays the call on resume (LlamaIndex workflows) keeps ``decision``
+    and hands it back as :attr:`CallContext.resumed`, so the replay does not decide (and record) again.
+    """
 
     payload: dict[str, Any]
     request: ApprovalRequest
+    decision: Decision
+    action: Action
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +400,8 @@ class CallContext:
     """Can an approver's edit turn this call into a call of the tool ``name``? (``None``: never.)"""
     control_flow: Callable[[BaseException], bool] = _never
     """The framework's own pause / control-flow exceptions: passed through, never an outcome."""
+    resumed: Decision | None = None
+    """The ``require_approval`` decision of the pass that paused (a replaying driver): not decided again."""
 
 
 @dataclass
@@ -384,10 +412,12 @@ class Refusal:
     text: str
     status: OutcomeStatus
     action: Action | None = None
-    error: BaseException | None = None
+    error: Exception | None = None
     """Why the call could not even be judged (``decision`` is then ``None``)."""
+    note: str | None = None
+    """Why asking for approval ended without an answer that decides (a refused answer, a timeout)."""
 
-    def exception(self) -> BaseException:
+    def exception(self) -> Exception:
         """The exception a raising driver throws for this refusal."""
         if self.decision is not None:
             return exception_for(self.decision, self.action)
@@ -404,7 +434,8 @@ class _Pending:
     replaced: list[tuple[str, Principal, str]] = field(default_factory=list)
     """Approval requests an edit replaced: denied once the edited call is settled."""
     refused: str | None = None
-    """The last answer the approval store refused, when the call gives up asking."""
+    """Why asking ended without a deciding answer (a sentence), when the call gives up asking."""
+    resumed: bool = False
 
 
 # ---- the approval answer ------------------------------------------------------------------------------
@@ -423,7 +454,7 @@ def approver_from_payload(answer: Mapping[str, Any]) -> Principal:
         return Principal.model_validate({"kind": PrincipalKind.USER.value, **who})
     if isinstance(who, str) and answer.get("roles"):
         return Principal(kind=PrincipalKind.USER, id=who, roles=tuple(answer["roles"]))
-    raise ApprovalError("the answer must name the approver: {'approver': {'id': ..., 'roles': [...]}}")
+    raise ApprovalError("the answer names no approver; it must name the approver: {'approver': {'id': ..., 'roles': [...]}}")
 
 
 _KINDS = {"approve": "approve", "approved": "approve", "deny": "deny", "denied": "deny", "reject": "deny", "edit": "edit"}
@@ -574,8 +605,9 @@ class CallProtocol:
                 OutcomeStatus.BLOCKED,
                 error=exc,
             )
-        decision: Decision = yield Decide(action)
-        p = _Pending(action, decision, c.name, dict(c.args))
+        resumed = c.resumed is not None and c.resumed.verdict is Verdict.REQUIRE_APPROVAL
+        decision: Decision = c.resumed if resumed else (yield Decide(action))  # type: ignore[assignment]
+        p = _Pending(action, decision, c.name, dict(c.args), resumed=resumed)
         if decision.verdict is Verdict.REQUIRE_APPROVAL:
             p = yield from self._approve(p, c)
         action, decision = p.action, p.decision
@@ -585,8 +617,8 @@ class CallProtocol:
                 yield from self._settle(p)
             text = refusal_text(decision)
             if p.refused:
-                text = f"{text} The last answer was not accepted: {p.refused}."
-            return Refusal(decision, text, stop_status(decision), action)
+                text = f"{text} {p.refused}"
+            return Refusal(decision, text, stop_status(decision), action, note=p.refused)
         args = dict(decision.modified_arguments) if decision.modified_arguments is not None else p.args
         capability = yield Blocking(self.capability, (self.governor, action, decision))
         if decision.verdict is Verdict.NARROW and capability is None:
@@ -682,15 +714,21 @@ class CallProtocol:
                 p.decision = yield Decide(p.action)
                 break
             if rounds >= self.max_approval_rounds:
-                p.refused = error
                 break
             rounds += 1
             req: ApprovalRequest = yield Blocking(store.get, (rid,))
+            if not (p.resumed and rounds == 1):  # the paused pass already recorded its pending outcome
+                yield Record(p.action, Outcome(action_id=p.action.action_id, status=OutcomeStatus.APPROVAL_PENDING), False)
             try:
-                answer = yield Ask(self.approval_payload(p, c, req, error), req)
-            except TimeoutError:
-                p.refused = "no answer came before the wait timed out"
-                break
+                answer = yield Ask(self.approval_payload(p, c, req, error), req, p.decision, p.action)
+            except BaseException as exc:
+                if c.control_flow(exc) or not isinstance(exc, Exception):
+                    raise
+                if isinstance(exc, TimeoutError):
+                    p.refused = f"No answer to approval request {rid} came before the wait timed out."
+                else:
+                    p.refused = f"Could not wait for an answer to approval request {rid} ({type(exc).__name__}: {exc})."
+                return p
             error = None
             try:
                 yield from self._apply(p, c, store, rid, answer)
@@ -698,7 +736,7 @@ class CallProtocol:
                 error = str(exc)
             p.decision = yield Decide(p.action)
         if error and p.refused is None:
-            p.refused = error
+            p.refused = f"The answer to approval request {approval_id(p.decision) or ''} was not accepted: {error}."
         return p
 
     def approval_payload(self, p: _Pending, c: CallContext, req: ApprovalRequest, error: str | None) -> dict[str, Any]:
@@ -776,7 +814,7 @@ class CallProtocol:
     def retrieve(self, c: RetrievalContext[I]) -> Flow[list[I] | Refusal]:
         """Decide the query, retrieve, then decide every item: kept, rewritten or dropped (fail closed)."""
         call: Action | None = None
-        if c.source is not None and c.query is not None and c.items is None:
+        if c.source is not None and c.query is not None and c.items is None and sealed_tool(self.governor) != c.source:
             try:
                 call = self.governor.normalize(
                     c.run.action(MediationPoint.TOOL_CALL, tool=c.source, arguments={"query": c.query})
@@ -816,7 +854,13 @@ class CallProtocol:
                 if c.control_flow(exc):
                     raise
                 continue
-            out = c.adapter.apply(item, (yield Decide(step)))
+            try:
+                out = c.adapter.apply(item, (yield Decide(step)))
+            except Exception as exc:
+                if c.control_flow(exc):
+                    raise
+                log.warning("dropping a retrieved item: deciding it failed", exc_info=True)
+                continue
             if out is not None:
                 kept.append(out)
         if call is not None:

@@ -35,7 +35,8 @@ from ._planes._reasoning import Contribution, ReasoningPlane, describe
 from ._planes._registry import planes_for
 from ._policy._load import Policy, load_policy
 from ._policy._yaml import PolicyError
-from ._session import InMemorySessionStore, SessionCommit, SessionState, SessionStore, SessionTx
+from ._session import SessionCommit, SessionState, SessionStore, SessionTx
+from ._sessions_sql import sessions_for
 
 __all__ = [
     "ActionBlocked",
@@ -105,7 +106,9 @@ class Governor:
         planes: the enforcement planes (identity, endpoint, network, data, ...), in evaluation order;
             the built-in planes the policy configures under ``planes:`` are added automatically
             (pass an instance to configure one yourself, e.g. ``NetworkPlane(resolver=...)``).
-        sessions: where session state lives (default: in this process).
+        sessions: where session state lives: an :class:`InMemorySessionStore` (one process) or a
+            :class:`SqlSessionStore` (SQLite on one machine, PostgreSQL for many workers). Default:
+            ``$FIVEPLANE_SESSIONS_URL``, else the pack's ``sessions:`` section, else this process.
         evidence: where decisions and outcomes are recorded (the ledger); ``None`` records nothing.
         redact: a hook that rewrites an action before it is recorded as evidence; by default every
             plane's ``redact_evidence`` applies (the data plane's redacts what it detects).
@@ -132,7 +135,9 @@ class Governor:
         if len(set(names)) != len(names) or "reasoning" in names:
             raise ValueError(f"plane names must be unique and not 'reasoning': {names}")
         self.reasoning = ReasoningPlane()
-        self.sessions: SessionStore = sessions or InMemorySessionStore()
+        self.sessions: SessionStore = sessions if sessions is not None else sessions_for(self.policy)
+        if getattr(self.sessions, "record", False) is None and callable(getattr(evidence, "record", None)):
+            self.sessions.record = evidence.record  # type: ignore[attr-defined, union-attr]  # evictions become evidence
         self.evidence = evidence
         self.redact = redact
         self.durable_classes = durable_classes

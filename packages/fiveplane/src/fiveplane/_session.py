@@ -46,7 +46,7 @@ __all__ = [
 
 log = logging.getLogger("fiveplane.sessions")
 
-Recorder = Callable[[str, dict[str, Any]], None]
+Recorder = Callable[[str, dict[str, Any]], Any]
 OnExpired = Literal["block", "restart"]
 
 DEFAULT_IDLE_TTL = 24 * 3600.0

@@ -34,11 +34,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from ._policy._load import Policy
 
 from ._actions import ActionClass, MediationPoint
 from ._db import UTCDateTime, make_engine
@@ -47,16 +50,18 @@ from ._flow import FlowContent
 from ._session import (
     DEFAULT_IDLE_TTL,
     DEFAULT_MAX_FLOW_ENTRIES,
+    InMemorySessionStore,
     OnExpired,
     Recorder,
     SessionCommit,
     SessionState,
+    SessionStore,
     SessionTx,
     Step,
     emit,
 )
 
-__all__ = ["SESSIONS_ENV", "SqlSessionStore", "sessions_from_url"]
+__all__ = ["SESSIONS_ENV", "SqlSessionStore", "sessions_for", "sessions_from_url"]
 
 SESSIONS_ENV = "FIVEPLANE_SESSIONS_URL"
 _SHINGLE_BYTES = 8
@@ -632,10 +637,20 @@ class SqlSessionStore:
         self.engine.dispose()
 
 
-def sessions_from_url(url: str, **options: Any) -> SqlSessionStore | Any:
-    """The store for a ``sessions:`` URL: ``memory`` for process-local state, else SQL."""
-    if url in ("memory", "memory:"):
-        from ._session import InMemorySessionStore
-
-        return InMemorySessionStore(**options)
+def sessions_from_url(url: str | None, **options: Any) -> SessionStore:
+    """The store for a sessions URL: ``None`` / ``memory`` for process-local state, else :class:`SqlSessionStore`."""
+    if url in (None, "", "memory", "memory:"):
+        return InMemorySessionStore(**{k: v for k, v in options.items() if k in _MEMORY_OPTIONS})
     return SqlSessionStore(url, **options)
+
+
+_MEMORY_OPTIONS = {"idle_ttl", "max_flow_entries", "on_expired", "record", "clock", "max_sessions"}
+
+
+def sessions_for(policy: Policy) -> SessionStore:
+    """The session store a pack asks for: ``$FIVEPLANE_SESSIONS_URL``, else its ``sessions:`` section, else memory."""
+    spec = policy.sessions
+    url = os.environ.get(SESSIONS_ENV) or (spec.url if spec is not None else None)
+    if spec is None:
+        return sessions_from_url(url)
+    return sessions_from_url(url, idle_ttl=spec.idle_ttl, max_flow_entries=spec.max_flow_entries, on_expired=spec.on_expired)

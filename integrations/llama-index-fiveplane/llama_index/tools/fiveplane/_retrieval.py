@@ -18,7 +18,10 @@ Enforcement per node:
 Two entry points share this: :class:`GovernedRetriever` wraps a retriever (query engines, chat
 engines, ``RetrieverTool`` and agents that call retrievers work unchanged) and
 :class:`GovernedNodePostprocessor` plugs into ``node_postprocessors=[...]``. Use one of them per
-pipeline, not both (each node would be decided twice).
+pipeline, not both (each node would be decided twice). With a ``source``, the retriever also decides
+the query first, as a ``tool_call`` of that catalogued read tool (the policy says who may search
+what); a refused query retrieves nothing and raises. The path is the core's
+:meth:`fiveplane.CallProtocol.retrieve`, the same as the LangChain retriever's.
 """
 
 from __future__ import annotations
@@ -33,13 +36,68 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import PrivateAttr
 
-from fiveplane import Action, Decision, Governor, MediationPoint, Run
+from fiveplane import (
+    Action,
+    CallProtocol,
+    Decision,
+    Execute,
+    Governor,
+    ItemAdapter,
+    MediationPoint,
+    Refusal,
+    RetrievalContext,
+    Run,
+    adrive,
+    drive,
+)
 
-from ._common import jsonable, resolve_run
+from ._common import is_control_flow, jsonable, resolve_run
 
 __all__ = ["GovernedNodePostprocessor", "GovernedRetriever", "NodeGate"]
 
 log = logging.getLogger("fiveplane.llamaindex")
+
+
+class _Nodes(ItemAdapter[NodeWithScore]):
+    def __init__(self, label_key: str) -> None:
+        self.label_key = label_key
+
+    def action(self, run: Run, item: NodeWithScore, source: str | None, query: str | None, parent: Action | None) -> Action:
+        node = item.node
+        meta = node.metadata or {}
+        return run.action(
+            MediationPoint.RETRIEVAL,
+            tool=source,
+            content=node.get_content(metadata_mode=MetadataMode.NONE),
+            labels=_labels(meta.get(self.label_key)),
+            arguments={
+                "node_id": node.node_id,
+                "ref_doc_id": node.ref_doc_id,
+                "score": jsonable(item.score),
+                "metadata": jsonable(meta),
+            },
+            parent_action_id=parent.action_id if parent else None,
+        )
+
+    def apply(self, item: NodeWithScore, decision: Decision) -> NodeWithScore | None:
+        if not decision.verdict.proceeds:
+            return None
+        content = decision.modified_content
+        meta = (decision.modified_arguments or {}).get("metadata")
+        if content is None and not isinstance(meta, dict):
+            return item
+        node = item.node.model_copy(deep=False)
+        if isinstance(meta, dict):
+            node.metadata = {**node.metadata, **{k: v for k, v in meta.items() if k in node.metadata}}
+        if content is not None:
+            text = content if isinstance(content, str) else str(content)
+            node.set_content(text)
+            if node.get_content(metadata_mode=MetadataMode.NONE) != text:
+                return None  # a node type whose text cannot be replaced: never release the original
+        return NodeWithScore(node=node, score=item.score)
+
+    def text(self, item: NodeWithScore) -> str:
+        return item.node.get_content(metadata_mode=MetadataMode.NONE)
 
 
 class NodeGate:
@@ -67,6 +125,8 @@ class NodeGate:
         self.run = run
         self.source = source
         self.label_key = label_key
+        self.nodes = _Nodes(label_key)
+        self.protocol = CallProtocol(governor)
 
     def _run(self) -> Run:
         run = resolve_run(self.run)
@@ -79,71 +139,38 @@ class NodeGate:
 
     def action(self, run: Run, item: NodeWithScore) -> Action:
         """The ``retrieval`` action of one node."""
-        node = item.node
-        meta = node.metadata or {}
-        return run.action(
-            MediationPoint.RETRIEVAL,
-            tool=self.source,
-            content=node.get_content(metadata_mode=MetadataMode.NONE),
-            labels=_labels(meta.get(self.label_key)),
-            arguments={
-                "node_id": node.node_id,
-                "ref_doc_id": node.ref_doc_id,
-                "score": jsonable(item.score),
-                "metadata": jsonable(meta),
-            },
+        return self.nodes.action(run, item, self.source, None, None)
+
+    def apply(self, item: NodeWithScore, decision: Decision) -> NodeWithScore | None:
+        """The node the model may see after ``decision`` (a rewritten copy), or ``None`` (dropped)."""
+        return self.nodes.apply(item, decision)
+
+    def context(self, query: str | None, items: Sequence[NodeWithScore] | None) -> RetrievalContext[NodeWithScore]:
+        return RetrievalContext(
+            run=self._run(), adapter=self.nodes, source=self.source, query=query, items=items, control_flow=is_control_flow
         )
 
     @staticmethod
-    def apply(item: NodeWithScore, decision: Decision) -> NodeWithScore | None:
-        """The node the model may see after ``decision`` (a rewritten copy), or ``None`` (dropped)."""
-        if not decision.verdict.proceeds:
-            return None
-        content = decision.modified_content
-        meta = (decision.modified_arguments or {}).get("metadata")
-        if content is None and not isinstance(meta, dict):
-            return item
-        node = item.node.model_copy(deep=False)
-        if isinstance(meta, dict):
-            node.metadata = {**node.metadata, **{k: v for k, v in meta.items() if k in node.metadata}}
-        if content is not None:
-            text = content if isinstance(content, str) else str(content)
-            node.set_content(text)
-            if node.get_content(metadata_mode=MetadataMode.NONE) != text:
-                return None  # a node type whose text cannot be replaced: never release the original
-        return NodeWithScore(node=node, score=item.score)
+    def final(result: list[NodeWithScore] | Refusal) -> list[NodeWithScore]:
+        if isinstance(result, Refusal):
+            raise result.exception()
+        return result
 
     def filter(self, nodes: Sequence[NodeWithScore]) -> list[NodeWithScore]:
         """Decide each node (sync) and keep what may be seen, rewritten where the decision says."""
-        run = self._run()
-        kept: list[NodeWithScore] = []
-        for item in nodes:
-            try:
-                out = self.apply(item, self.governor.decide(self.action(run, item)))
-            except Exception:
-                log.warning("dropping node %s: deciding it failed", _node_id(item), exc_info=True)
-                out = None
-            if out is not None:
-                kept.append(out)
-        return kept
+        return self.final(drive(self.protocol.retrieve(self.context(None, nodes)), self.governor, _nothing))
 
     async def afilter(self, nodes: Sequence[NodeWithScore]) -> list[NodeWithScore]:
-        """Async twin of :meth:`filter` (``adecide``: heavy planes run off the event loop).
+        """Async twin of :meth:`filter`; nodes are decided in order, as on the sync path."""
+        return self.final(await adrive(self.protocol.retrieve(self.context(None, nodes)), self.governor, _anothing))
 
-        Nodes are decided in order, one after the other, so the session history is the same as on
-        the sync path.
-        """
-        run = self._run()
-        kept: list[NodeWithScore] = []
-        for item in nodes:
-            try:
-                out = self.apply(item, await self.governor.adecide(self.action(run, item)))
-            except Exception:
-                log.warning("dropping node %s: deciding it failed", _node_id(item), exc_info=True)
-                out = None
-            if out is not None:
-                kept.append(out)
-        return kept
+
+def _nothing(e: Execute) -> Any:
+    raise RuntimeError("a node filter executes nothing")
+
+
+async def _anothing(e: Execute) -> Any:
+    raise RuntimeError("a node filter executes nothing")
 
 
 class GovernedRetriever(BaseRetriever):
@@ -185,10 +212,21 @@ class GovernedRetriever(BaseRetriever):
         return self._gate
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return self._gate.filter(self._retriever.retrieve(query_bundle))
+        gate = self._gate
+
+        def execute(e: Execute) -> list[NodeWithScore]:
+            return self._retriever.retrieve(query_bundle)
+
+        return gate.final(drive(gate.protocol.retrieve(gate.context(query_bundle.query_str, None)), gate.governor, execute))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await self._gate.afilter(await self._retriever.aretrieve(query_bundle))
+        gate = self._gate
+
+        async def execute(e: Execute) -> list[NodeWithScore]:
+            return await self._retriever.aretrieve(query_bundle)
+
+        flow = gate.protocol.retrieve(gate.context(query_bundle.query_str, None))
+        return gate.final(await adrive(flow, gate.governor, execute))
 
     # The wrapped retriever resolves its own recursive nodes (IndexNode objects) before the gate;
     # nothing may be fetched after it, or what is fetched would reach the model undecided.

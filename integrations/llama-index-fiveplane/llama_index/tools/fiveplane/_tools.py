@@ -15,15 +15,18 @@ any tool and, on every call:
 5. records the outcome, then mediates the result as a ``tool_result`` action (redaction rewrites the
    output, a block withholds it) before the model sees it.
 
-Any failure of the engine fails closed: the tool does not run.
+The path itself is the core's :class:`~fiveplane.CallProtocol`, the same for every adapter (the
+capability a call runs with included: the tool reads it with :func:`~fiveplane.current_capability`
+or declares a ``capability`` parameter); this module only maps it onto LlamaIndex: the workflow
+``Context``, ``ToolOutput`` and the runtime's replay of a paused step. Any failure of the engine
+fails closed: the tool does not run.
 """
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
@@ -32,23 +35,21 @@ from llama_index.core.tools.types import AsyncBaseTool, adapt_to_async_tool
 from llama_index.core.workflow import Context
 
 from fiveplane import (
-    Action,
-    ActionBlocked,
-    ActionDeferred,
-    ApprovalError,
-    ApprovalRequired,
+    Ask,
+    CallContext,
+    CallProtocol,
     Decision,
-    GovernanceError,
+    Execute,
     Governor,
-    MediationPoint,
-    ObligationKind,
-    Outcome,
-    OutcomeStatus,
-    Principal,
-    PrincipalKind,
+    Refusal,
+    ResultAdapter,
     Run,
     Verdict,
-    digest_value,
+    adrive,
+    approval_id,
+    drive,
+    exception_for,
+    sealed_call,
 )
 
 from ._approvals import ApprovalRequestEvent, ApprovalResponseEvent
@@ -61,18 +62,38 @@ log = logging.getLogger("fiveplane.llamaindex")
 _CTX_PARAM = "fiveplane_ctx"
 """The keyword under which agents inject the workflow ``Context`` into a governed tool."""
 _PENDING_KEY = "fiveplane_approval_"
-"""``ctx.store`` key prefix (no dots: the store reads dotted keys as paths) of a paused call's request."""
+"""``ctx.store`` key prefix (no dots: the store reads dotted keys as paths) of a paused call's decision."""
 
-_STATUS = {
-    Verdict.BLOCK: OutcomeStatus.BLOCKED,
-    Verdict.REQUIRE_APPROVAL: OutcomeStatus.APPROVAL_PENDING,
-    Verdict.DEFER: OutcomeStatus.DEFERRED,
-}
-_EXC: dict[Verdict, type[GovernanceError]] = {
-    Verdict.BLOCK: ActionBlocked,
-    Verdict.REQUIRE_APPROVAL: ApprovalRequired,
-    Verdict.DEFER: ActionDeferred,
-}
+
+class _Outputs(ResultAdapter):
+    """A ``ToolOutput``: its ``content`` is what the model reads."""
+
+    def __init__(self, tool: GovernedFunctionTool, arguments: dict[str, Any]) -> None:
+        self.tool = tool
+        self.arguments = arguments
+
+    def content(self, result: Any) -> Any:
+        return result.content if isinstance(result, ToolOutput) else jsonable(result)
+
+    def failed(self, result: Any) -> str | None:
+        return "the tool returned an error output" if isinstance(result, ToolOutput) and result.is_error else None
+
+    def replace(self, result: Any, content: Any) -> Any:
+        text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False, default=repr)
+        return ToolOutput(
+            content=text,
+            tool_name=result.tool_name,
+            raw_input=result.raw_input,
+            raw_output=content,
+            is_error=result.is_error,
+        )
+
+    def withhold(self, result: Any, decision: Decision, text: str) -> Any:
+        return self.tool._error(
+            f"The result of {self.tool.metadata.get_name()} was withheld by policy: {decision.explanation}",
+            self.arguments,
+            exception=exception_for(decision),
+        )
 
 
 class GovernedFunctionTool(FunctionTool):
@@ -123,6 +144,13 @@ class GovernedFunctionTool(FunctionTool):
         self._inner_ctx_param: str | None = None
         if isinstance(inner, FunctionTool) and inner.requires_context and inner.ctx_param_name:
             self._inner_ctx_param = inner.ctx_param_name
+        fn = getattr(inner, "async_fn", None) or getattr(inner, "fn", None)
+        try:
+            self._wants_capability = fn is not None and "capability" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            self._wants_capability = False
+        # one answer per pause: the runtime replays the step on resume, so a refused answer ends the call
+        self._protocol = CallProtocol(governor, max_approval_rounds=1, catalog=lambda _name: catalog_name)
         super().__init__(fn=self._sync_entry, async_fn=self._async_entry, metadata=inner.metadata)
         # The agents inject the workflow Context into FunctionTools that ask for it (by this name).
         self.requires_context = True
@@ -149,28 +177,19 @@ class GovernedFunctionTool(FunctionTool):
         if isinstance(prepared, ToolOutput):
             return prepared
         run, arguments = prepared
-        action = run.action(MediationPoint.TOOL_CALL, tool=self.policy_tool, arguments=arguments)
-        decision = self.governor.decide(action)
-        if not decision.verdict.proceeds:
-            self._record_stop(action, decision)
-            return self._refusal(action, decision, arguments)
-        call_args = decision.modified_arguments if decision.modified_arguments is not None else arguments
-        if self._inner_ctx_param is not None:
-            self._fail_outcome(action, "the tool needs the workflow Context; call it from an agent workflow", 0.0)
-            raise ValueError(
-                f"tool {self.metadata.get_name()!r} needs the workflow Context: call it through acall() in a workflow"
-            )
-        t = time.perf_counter()
-        try:
-            output = self._inner.call(**call_args)
-        except Exception as exc:
-            if not is_control_flow(exc):
-                self._fail_outcome(action, f"{type(exc).__name__}: {exc}", _ms(t))
-            raise
-        self.governor.record_outcome(action, self._outcome(action, output, _ms(t)))
-        result = self._result_action(run, action, output)
-        res_decision = self.governor.decide(result)
-        return self._mediated(result, res_decision, output, arguments)
+
+        def execute(e: Execute) -> Any:
+            if self._inner_ctx_param is not None:
+                raise ValueError(
+                    f"tool {self.metadata.get_name()!r} needs the workflow Context: call it through acall() in a workflow"
+                )
+            with sealed_call(self.governor, self.policy_tool, e.args, e.capability):
+                return self._inner.call(**self._with_capability(e))
+
+        c = CallContext(
+            run=run, name=self.policy_tool, args=arguments, adapter=_Outputs(self, arguments), control_flow=is_control_flow
+        )
+        return self._final(drive(self._protocol.call(c), self.governor, execute), arguments)
 
     async def acall(self, *args: Any, **kwargs: Any) -> ToolOutput:
         """Decide, enforce and run; inside an agent workflow an approval pauses the workflow."""
@@ -181,66 +200,62 @@ class GovernedFunctionTool(FunctionTool):
         if isinstance(prepared, ToolOutput):
             return prepared
         run, arguments = prepared
-        action = run.action(MediationPoint.TOOL_CALL, tool=self.policy_tool, arguments=arguments)
-        # A call paused for approval is replayed by the runtime when the answer arrives: the request
+        # A call paused for approval is replayed by the runtime when the answer arrives: its decision
         # is remembered per action digest in the workflow state, so the replay waits for that answer
-        # instead of deciding (and filing) again.
-        key = _PENDING_KEY + action.digest() if ctx is not None else ""
-        pending: str | None = None
+        # instead of deciding (and recording) again.
+        key = ""
+        resumed: Decision | None = None
         if ctx is not None:
-            pending = await ctx.store.get(key, default=None)
-        if pending is None:
-            decision = await self.governor.adecide(action)
-            approval_id = _approval_id(decision)
-            if decision.verdict is not Verdict.REQUIRE_APPROVAL or ctx is None or approval_id is None:
-                if not decision.verdict.proceeds:
-                    await self._arecord_stop(action, decision)
-                    return self._refusal(action, decision, arguments)
-            else:
-                await self._arecord_stop(action, decision)
-                await ctx.store.set(key, approval_id)
-                pending = approval_id
-        if pending is not None:
+            try:
+                key = _PENDING_KEY + self._protocol.call_action(run, self.policy_tool, arguments).digest()
+            except Exception:  # noqa: BLE001 - the protocol refuses this call itself, with the reason
+                key = ""
+            saved = await ctx.store.get(key, default=None) if key else None
+            if isinstance(saved, dict):
+                resumed = Decision.model_validate(saved)
+
+        async def execute(e: Execute) -> Any:
+            call_args = self._with_capability(e)
+            if self._inner_ctx_param is not None:
+                if ctx is None:
+                    raise ValueError(
+                        f"tool {self.metadata.get_name()!r} needs the workflow Context: call it from an agent workflow"
+                    )
+                call_args[self._inner_ctx_param] = ctx
+            with sealed_call(self.governor, self.policy_tool, e.args, e.capability):
+                return await self._inner.acall(**call_args)
+
+        async def ask(effect: Ask) -> Any:
             assert ctx is not None
-            # The first pass pauses here (the runtime's control-flow exception passes through).
-            answered = await self._await_answer(ctx, key, pending, arguments)
-            if isinstance(answered, ToolOutput):
-                return answered
-            decision = await self.governor.adecide(action)
-            if not decision.verdict.proceeds:
-                await self._arecord_stop(action, decision)
-                return self._refusal(action, decision, arguments)
-        call_args = decision.modified_arguments if decision.modified_arguments is not None else arguments
-        if self._inner_ctx_param is not None:
-            if ctx is None:
-                await self._afail_outcome(action, "the tool needs the workflow Context", 0.0)
-                raise ValueError(f"tool {self.metadata.get_name()!r} needs the workflow Context: call it from an agent workflow")
-            call_args = {**call_args, self._inner_ctx_param: ctx}
-        t = time.perf_counter()
-        try:
-            output = await self._inner.acall(**call_args)
-        except Exception as exc:
-            if not is_control_flow(exc):
-                await self._afail_outcome(action, f"{type(exc).__name__}: {exc}", _ms(t))
-            raise
-        await self.governor.arecord_outcome(action, self._outcome(action, output, _ms(t)))
-        result = self._result_action(run, action, output)
-        res_decision = await self.governor.adecide(result)
-        if not res_decision.verdict.proceeds:
-            await self._arecord_stop(result, res_decision)
-        return self._mediated(result, res_decision, output, arguments, recorded=True)
+            return await self._ask(ctx, key, effect)
+
+        c = CallContext(
+            run=run,
+            name=self.policy_tool,
+            args=arguments,
+            adapter=_Outputs(self, arguments),
+            can_pause=ctx is not None and bool(key),
+            control_flow=is_control_flow,
+            resumed=resumed,
+        )
+        return self._final(await adrive(self._protocol.call(c), self.governor, execute, ask), arguments)
+
+    def _with_capability(self, e: Execute) -> dict[str, Any]:
+        return {**e.args, "capability": e.capability} if self._wants_capability else dict(e.args)
+
+    def _final(self, result: Any, arguments: dict[str, Any]) -> ToolOutput:
+        if isinstance(result, Refusal):
+            return self._refusal(result, arguments)
+        return cast(ToolOutput, result)
 
     # ---- approvals inside a workflow ------------------------------------------------------------
 
-    async def _await_answer(self, ctx: Context, key: str, approval_id: str, arguments: dict[str, Any]) -> ToolOutput | None:
-        """Pause for the person's answer and hand it to the approval store; ``None`` → decide again."""
-        store = self.governor.approvals
-        if store is None:  # cannot happen: a filed request implies a store
-            await ctx.store.set(key, None)
-            return self._error(f"Approval request {approval_id} cannot be answered: no approval store.", arguments)
-        request = await asyncio.to_thread(store.get, approval_id)
+    async def _ask(self, ctx: Context, key: str, effect: Ask) -> Any:
+        """Pause on the workflow for a person's answer; returns it in the protocol's answer shape."""
+        request = effect.request
+        await ctx.store.set(key, effect.decision.to_json())
         ask = ApprovalRequestEvent(
-            approval_id=approval_id,
+            approval_id=request.id,
             tool_name=self.metadata.get_name(),
             policy_tool=self.policy_tool,
             arguments=dict(request.action.get("arguments") or {}),
@@ -256,39 +271,21 @@ class GovernedFunctionTool(FunctionTool):
             answer = await ctx.wait_for_event(
                 ApprovalResponseEvent,
                 waiter_event=ask,
-                waiter_id=f"fiveplane-approval-{approval_id}",
-                requirements={"approval_id": approval_id},
+                waiter_id=f"fiveplane-approval-{request.id}",
+                requirements={"approval_id": request.id},
                 timeout=self.approval_timeout,
             )
-        except TimeoutError:
-            await ctx.store.set(key, None)
-            return self._error(
-                f"No answer to approval request {approval_id} within {self.approval_timeout} s; {self.policy_tool} did not run.",
-                arguments,
-            )
-        except Exception as exc:
-            if is_control_flow(exc):
-                raise
-            await ctx.store.set(key, None)
-            return self._error(
-                f"Could not wait for approval request {approval_id} ({type(exc).__name__}: {exc}); {self.policy_tool} did not run.",
-                arguments,
-            )
+        except BaseException as exc:
+            if not is_control_flow(exc):  # the first pass pauses here: keep the decision for the replay
+                await ctx.store.set(key, None)
+            raise
         await ctx.store.set(key, None)
         if answer.approved is None:
-            return None
-        if not answer.approver_id:
-            return self._error(f"The answer to approval request {approval_id} names no approver; nothing was decided.", arguments)
-        who = Principal(kind=PrincipalKind.USER, id=answer.approver_id, roles=tuple(answer.approver_roles))
-        decide = store.approve if answer.approved else store.deny
-        try:
-            await asyncio.to_thread(decide, approval_id, who, answer.reason)
-        except ApprovalError as exc:
-            return self._error(
-                f"The answer to approval request {approval_id} was not accepted: {exc}. {self.policy_tool} did not run.",
-                arguments,
-            )
-        return None
+            return {"type": "check"}
+        out: dict[str, Any] = {"type": "approve" if answer.approved else "deny", "reason": answer.reason}
+        if answer.approver_id:
+            out["approver"] = {"id": answer.approver_id, "roles": list(answer.approver_roles)}
+        return out
 
     # ---- pieces ---------------------------------------------------------------------------------
 
@@ -320,44 +317,24 @@ class GovernedFunctionTool(FunctionTool):
             raise ValueError(f"arguments given twice: {sorted(set(bound) & set(kwargs))}")
         return cast(dict[str, Any], jsonable({**bound, **kwargs}))
 
-    def _result_action(self, run: Run, call: Action, output: ToolOutput) -> Action:
-        return run.action(
-            MediationPoint.TOOL_RESULT, tool=self.policy_tool, content=output.content, parent_action_id=call.action_id
-        )
-
-    def _mediated(
-        self, result: Action, decision: Decision, output: ToolOutput, arguments: dict[str, Any], *, recorded: bool = False
-    ) -> ToolOutput:
-        if not decision.verdict.proceeds:
-            if not recorded:
-                self._record_stop(result, decision)
-            text = f"The result of {self.metadata.get_name()} was withheld by policy: {decision.explanation}"
-            return self._error(text, arguments, exception=_EXC[decision.verdict](decision, result))
-        if decision.modified_content is None:
-            return output
-        content = decision.modified_content
-        text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False, default=repr)
-        return ToolOutput(
-            content=text,
-            tool_name=output.tool_name,
-            raw_input=output.raw_input,
-            raw_output=content,
-            is_error=output.is_error,
-        )
-
-    def _refusal(self, action: Action, decision: Decision, arguments: dict[str, Any]) -> ToolOutput:
-        approval_id = _approval_id(decision)
-        explanation = decision.explanation
-        # The explanation is a full sentence naming the verdict ("Blocked …", "Paused for approval …").
+    def _refusal(self, refusal: Refusal, arguments: dict[str, Any]) -> ToolOutput:
+        decision = refusal.decision
         name = self.metadata.get_name()
+        if decision is None:
+            return self._error(f"{name} did not run: {refusal.text}", arguments, exception=refusal.exception())
+        # The explanation is a full sentence naming the verdict ("Blocked …", "Paused for approval …").
+        explanation = decision.explanation
+        rid = approval_id(decision)
         if decision.verdict is Verdict.REQUIRE_APPROVAL:
-            if approval_id is None:
+            if rid is None:
                 text = f"{explanation} {name} did not run (no approval store is configured, so nobody can approve it)."
             else:
-                text = f"{explanation} {name} did not run; once request {approval_id} is approved, the same call runs once."
+                text = f"{explanation} {name} did not run; once request {rid} is approved, the same call runs once."
         else:
             text = f"{explanation} {name} did not run."
-        return self._error(text, arguments, exception=_EXC[decision.verdict](decision, action))
+        if refusal.note:
+            text = f"{text} {refusal.note}"
+        return self._error(text, arguments, exception=refusal.exception())
 
     def _error(self, text: str, arguments: dict[str, Any], *, exception: Exception | None = None) -> ToolOutput:
         return ToolOutput(
@@ -367,36 +344,6 @@ class GovernedFunctionTool(FunctionTool):
             raw_output=text,
             is_error=True,
             exception=exception,
-        )
-
-    @staticmethod
-    def _outcome(action: Action, output: ToolOutput, ms: float) -> Outcome:
-        if output.is_error:
-            return Outcome(
-                action_id=action.action_id,
-                status=OutcomeStatus.ERROR,
-                error="the tool returned an error output",
-                result_digest=digest_value(output.content),
-                duration_ms=ms,
-            )
-        return Outcome(
-            action_id=action.action_id, status=OutcomeStatus.SUCCESS, result_digest=digest_value(output.content), duration_ms=ms
-        )
-
-    def _record_stop(self, action: Action, decision: Decision) -> None:
-        self.governor.record_outcome(action, Outcome(action_id=action.action_id, status=_STATUS[decision.verdict]))
-
-    async def _arecord_stop(self, action: Action, decision: Decision) -> None:
-        await self.governor.arecord_outcome(action, Outcome(action_id=action.action_id, status=_STATUS[decision.verdict]))
-
-    def _fail_outcome(self, action: Action, error: str, ms: float) -> None:
-        self.governor.record_outcome(
-            action, Outcome(action_id=action.action_id, status=OutcomeStatus.ERROR, error=error, duration_ms=ms)
-        )
-
-    async def _afail_outcome(self, action: Action, error: str, ms: float) -> None:
-        await self.governor.arecord_outcome(
-            action, Outcome(action_id=action.action_id, status=OutcomeStatus.ERROR, error=error, duration_ms=ms)
         )
 
     def _sync_entry(self, **kwargs: Any) -> Any:
@@ -433,15 +380,3 @@ def govern_tools(
     if mapping:
         raise ValueError(f"policy_tools names tools that are not among the tools given: {sorted(mapping)}")
     return out
-
-
-def _approval_id(decision: Decision) -> str | None:
-    for ob in decision.obligations_of(ObligationKind.APPROVAL):
-        value = ob.params.get("approval_id")
-        if value:
-            return str(value)
-    return None
-
-
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000

@@ -18,6 +18,7 @@ from ._export import app as export_app
 from ._grants import app as grants_app
 from ._policy import app as policy_app
 from ._report import app as report_app
+from ._sessions import app as sessions_app
 
 app = typer.Typer(
     name="fiveplane",
@@ -32,6 +33,7 @@ app.add_typer(grants_app, name="grants")
 app.add_typer(audit_app, name="audit")
 app.add_typer(export_app, name="export")
 app.add_typer(report_app, name="report")
+app.add_typer(sessions_app, name="sessions")
 app.command("demo")(demo)
 app.command("coverage")(coverage)
 

@@ -346,6 +346,8 @@ class EndpointPlane(BasePlane):
         self._store_lock = threading.Lock()
         self._schemas: dict[tuple[str, str, bool], CompiledSchema | SchemaError] = {}
         self._reserved: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._kept: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        """Units of proceeding actions, until their decision is committed (``on_abort`` refunds them)."""
         self._reserved_lock = threading.Lock()
 
     @property
@@ -611,7 +613,19 @@ class EndpointPlane(BasePlane):
     def _refund(self, action: Action, decision: Decision) -> tuple[int, ...]:
         with self._reserved_lock:
             taken = self._reserved.pop(action.action_id, ())
+            if decision.verdict.proceeds and taken:
+                # kept until the decision is committed: a later veto (evidence) gives them back
+                self._kept[action.action_id] = taken
+                while len(self._kept) > 10_000:
+                    self._kept.popitem(last=False)
         return () if decision.verdict.proceeds else taken
+
+    def on_abort(self, action_id: str) -> None:
+        """The action was blocked after all (a later veto): give back the units it took."""
+        with self._reserved_lock:
+            taken = self._kept.pop(action_id, ()) or self._reserved.pop(action_id, ())
+        if taken:
+            self.store.release(taken)
 
     def on_decision(self, action: Action, decision: Decision, ctx: PlaneContext) -> list[Obligation]:
         refund = self._refund(action, decision)

@@ -222,6 +222,20 @@ class Defaults(_Strict):
     """Verdict for points other than tool_call (input, results, outputs) no rule matched."""
 
 
+class SessionsSpec(_Strict):
+    """Where session state lives (``Governor(sessions=...)`` and ``$FIVEPLANE_SESSIONS_URL`` win)."""
+
+    url: str | None = None
+    """``memory`` (this process), or a SQLAlchemy URL: ``sqlite:///.fiveplane/sessions.db`` on one
+    machine, ``postgresql+psycopg://...`` for many workers."""
+    idle_ttl: float | None = Field(default=86_400, gt=0)
+    """Seconds without a step after which a session is evicted (``null``: never)."""
+    max_flow_entries: int = Field(default=1_000_000, ge=1)
+    """Cap of one session's information-flow index (values + 6-word shingles)."""
+    on_expired: Literal["block", "restart"] = "block"
+    """What a step of an evicted session gets: ``block`` (it never silently starts over) or ``restart``."""
+
+
 class PackSpec(_Strict):
     name: str
     version: str = "0"
@@ -240,6 +254,8 @@ class PackSpec(_Strict):
     """Per-plane configuration, validated by each installed plane."""
     information_flow: FlowSpec | None = None
     """Taint tracking from untrusted content to consequential actions (off when absent)."""
+    sessions: SessionsSpec | None = None
+    """Where session state lives (default: in the process; a database URL for many workers)."""
 
     @field_validator("name")
     @classmethod
