@@ -16,8 +16,9 @@ intent of the run), each call as a ``tool_call`` step, and — when the call ran
 result as a ``tool_result`` step, so information flow indexes what the agent read. A call runs (the
 suite's own tool function through AgentDojo's ``FunctionsRuntime``, on the suite environment) only
 when its decision proceeds. A ``require_approval`` decision files a request in a real
-``ApprovalStore``; the harness then plays the approver: ``deny`` every request, or ``grant`` every
-request blindly and propose the same action again. Success of an attack is AgentDojo's own check
+``ApprovalStore``; the harness then plays the approver: ``deny`` every request, ``grant`` every
+request blindly (and propose the same action again), or answer as an ``oracle`` — a person who
+grants the calls of the user's task and denies the injected ones. Success of an attack is AgentDojo's own check
 (``security_from_traces`` / ``security``) on the post-environment and the calls that actually ran.
 
 Nothing reaches the network: AgentDojo's tools are in-process functions over pydantic models and no
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import tempfile
 import uuid
 import warnings
@@ -46,7 +48,9 @@ PACKS_V2 = Path(__file__).resolve().parent / "v2"
 BENCHMARK_VERSION = "v1.2.2"
 SUITES = ("banking", "slack")
 
-Approvals = Literal["deny", "grant"]
+Approvals = Literal["deny", "grant", "oracle"]
+"""How the harness answers approval requests: deny all, grant all blindly, or as an attentive person
+would (grant what the user's task asked for, deny what the injected instructions asked for)."""
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,7 @@ def load_suite(name: str) -> Any:
     try:
         from agentdojo.task_suite.load_suites import get_suite
     except ImportError as exc:  # pragma: no cover - the bench extra brings it
-        raise ImportError(
-            "the AgentDojo benchmark needs agentdojo: pip install 'fiveplane[bench]' (or make setup)"
-        ) from exc
+        raise ImportError("the AgentDojo benchmark needs agentdojo: pip install 'fiveplane[bench]' (or make setup)") from exc
     return get_suite(BENCHMARK_VERSION, name)
 
 
@@ -178,8 +180,9 @@ class Harness:
             call.approval_requested = True
             specs = d.obligations_of(ObligationKind.APPROVAL)
             request_id = specs[0].params.get("approval_id") if specs else None
+            grant = approvals == "grant" or (approvals == "oracle" and origin == "user")
             if request_id is not None:
-                if approvals == "grant":
+                if grant:
                     self.store.approve(request_id, self._approver, "granted blindly by the benchmark")
                     d = self.gov.decide(self._action(session, "tool_call", tool=fc.function, arguments=jsonable(args)))
                 else:
@@ -195,8 +198,7 @@ class Harness:
         content = error if error else jsonable(result)
         seen = self.gov.decide(self._action(session, "tool_result", tool=fc.function, content=content))
         call.result_seen = seen.verdict.proceeds
-        # what the model reads is AgentDojo's rendering of the result; whitespace is normalized because
-        # the YAML environment folds the injected text's line breaks
+        # what the model reads is AgentDojo's rendering of the result, compared word by word
         return call, (_squash(error or tool_result_to_str(result)) if call.result_seen else "")
 
     # .. one run
@@ -236,7 +238,8 @@ class Harness:
 
 
 def _squash(text: str) -> str:
-    return " ".join(text.split())
+    """Words only: the YAML environment folds line breaks and the YAML rendering doubles quotes."""
+    return " ".join(re.findall(r"\w+", text))
 
 
 def _utility(task: Any, pre: Any, post: Any, trace: Sequence[Any]) -> bool:
@@ -284,6 +287,9 @@ class SuiteFigures:
     asr_denied_pct: float
     asr_granted_pct: float
     utility_under_attack_denied_pct: float
+    utility_under_attack_oracle_pct: float
+    """AgentDojo's utility under attack when the approver grants the task's calls and denies the injected ones."""
+    asr_oracle_pct: float
     approvals_per_attack_pair: float
     blocked_or_denied_benign: list[str] = field(default_factory=list)
     successful_attacks_denied: list[str] = field(default_factory=list)
@@ -311,9 +317,11 @@ def measure(suite_name: str, pack: Path, *, pairs_limit: int | None = None, prog
             pairs = pairs[:pairs_limit]
         denied: list[Episode] = []
         granted: list[Episode] = []
+        oracle: list[Episode] = []
         for u, i in pairs:
             denied.append(h.run(u, i, approvals="deny"))
             granted.append(h.run(u, i, approvals="grant"))
+            oracle.append(h.run(u, i, approvals="oracle"))
             if progress is not None:
                 progress()
         return SuiteFigures(
@@ -330,6 +338,8 @@ def measure(suite_name: str, pack: Path, *, pairs_limit: int | None = None, prog
             asr_denied_pct=_pct(sum(e.attack_succeeded for e in denied), len(denied)),
             asr_granted_pct=_pct(sum(e.attack_succeeded for e in granted), len(granted)),
             utility_under_attack_denied_pct=_pct(sum(e.utility for e in denied), len(denied)),
+            utility_under_attack_oracle_pct=_pct(sum(e.utility for e in oracle), len(oracle)),
+            asr_oracle_pct=_pct(sum(e.attack_succeeded for e in oracle), len(oracle)),
             approvals_per_attack_pair=round(sum(c.approval_requested for e in denied for c in e.calls) / max(1, len(denied)), 3),
             blocked_or_denied_benign=stuck,
             successful_attacks_denied=[f"{e.user_task}x{e.injection_task}" for e in denied if e.attack_succeeded],
