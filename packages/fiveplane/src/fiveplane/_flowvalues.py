@@ -414,6 +414,7 @@ _AMOUNT = re.compile(
     re.IGNORECASE,
 )
 _HAS_DIGIT = re.compile(r"\d")
+_HAS_CURRENCY = re.compile(r"[$€£¥]|usd|eur|gbp|chf|jpy|cad|aud|dollar|pound|franc", re.IGNORECASE)
 
 
 def _norm_amount(raw: str) -> str:
@@ -433,8 +434,9 @@ def _accounts(text: str, out: set[str]) -> None:
             out.add("account:" + iban)
     for m in _DIGITS.finditer(text):
         out.add("account:" + re.sub(r"\D", "", m.group(0)))
-    for m in _AMOUNT.finditer(text):
-        out.add(_norm_amount(m.group(1) or m.group(2)))
+    if _HAS_CURRENCY.search(text):
+        for m in _AMOUNT.finditer(text):
+            out.add(_norm_amount(m.group(1) or m.group(2)))
 
 
 # ---------------------------------------------------------------------------------------------
