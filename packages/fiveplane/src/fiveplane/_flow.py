@@ -2,8 +2,8 @@
 
 Content from untrusted sources (tool results and retrievals of connectors the policy marks
 ``trusted: false``: web pages, e-mail, CRM notes, documents) is indexed in the session as it enters:
-e-mail addresses, URLs and hosts, IBAN / account numbers, amounts with a currency, and hashed word
-6-grams of the text. Content from the user's own request and from trusted connectors is indexed as
+e-mail addresses, URLs, hosts and domains, IBAN / account numbers, amounts with a currency, and hashed word
+6-grams of the text, all normalized first (``_flowvalues.py``). Content from the user's own request and from trusted connectors is indexed as
 trusted. When a later invoke/modify action's arguments carry a value found in untrusted content and
 not in trusted content, the flow rule of the pack applies (require approval, block or allow), and the
 finding names the step the value came from.
@@ -16,103 +16,18 @@ findings (with the source action id, never the value) reach the evidence.
 from __future__ import annotations
 
 import hashlib
-import json
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._flowvalues import KINDS as _KINDS
+from ._flowvalues import extract_values, shingles, strings, text_of
+
 __all__ = ["EVICTED", "FlowContent", "FlowIndex", "FlowMatch", "Source", "extract_values"]
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-_URL = re.compile(r"\b(?:https?|ftp)://[^\s\"'<>`]+", re.IGNORECASE)
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}\b")
-_DIGITS = re.compile(r"(?<![\w.])\d(?:[ -]?\d){7,33}(?![\w])")
-_AMOUNT = re.compile(
-    r"(?:(?:[$€£¥]|\b(?:USD|EUR|GBP|CHF|JPY)\b)\s?(\d{1,3}(?:[,.' ]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?))"
-    r"|(?:(\d{1,3}(?:[,.' ]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?)\s?(?:[$€£¥]|\b(?:USD|EUR|GBP|CHF|JPY|dollars|euros)\b))",
-    re.IGNORECASE,
-)
-_WORD = re.compile(r"[a-z0-9]+")
-_KINDS = {
-    "email": "an e-mail address",
-    "url": "a URL",
-    "host": "a host name",
-    "account": "an account number",
-    "amount": "an amount",
-}
-SHINGLE = 6
-"""Words per shingle: an argument sharing 6 consecutive words with untrusted text is derived from it."""
-MAX_TEXT = 256 * 1024
-"""Only the first 256 KiB of one content item are indexed."""
-
-
-def _norm_amount(raw: str) -> str:
-    digits = re.sub(r"[^\d.,]", "", raw)
-    # treat the last separator followed by 1-2 digits as the decimal point
-    m = re.match(r"^(.*?)([.,](\d{1,2}))?$", digits)
-    whole = re.sub(r"[.,]", "", m.group(1) if m else digits)
-    cents = (m.group(3) or "") if m else ""
-    whole = whole.lstrip("0") or "0"
-    return f"amount:{whole}.{cents.ljust(2, '0')}" if cents else f"amount:{whole}"
-
-
-def extract_values(text: str) -> set[str]:
-    """Typed, normalized values in a text: ``email:``, ``url:``, ``host:``, ``account:``, ``amount:``."""
-    out: set[str] = set()
-    for m in _EMAIL.finditer(text):
-        addr = m.group(0).lower().rstrip(".")
-        out.add(f"email:{addr}")
-    for m in _URL.finditer(text):
-        url = m.group(0).rstrip(".,;:!?)]}'\"").lower()
-        out.add(f"url:{url}")
-        host = url.split("://", 1)[1].split("/", 1)[0].split("@")[-1].split(":")[0].rstrip(".")
-        if host:
-            out.add(f"host:{host}")
-    for m in _IBAN.finditer(text):
-        out.add("account:" + m.group(0).replace(" ", "").upper())
-    for m in _DIGITS.finditer(text):
-        out.add("account:" + re.sub(r"\D", "", m.group(0)))
-    for m in _AMOUNT.finditer(text):
-        out.add(_norm_amount(m.group(1) or m.group(2)))
-    return out
-
-
-def _shingles(text: str) -> set[bytes]:
-    words = _WORD.findall(text.lower())
-    if len(words) < SHINGLE:
-        return set()
-    return {
-        hashlib.blake2b(" ".join(words[i : i + SHINGLE]).encode(), digest_size=8).digest()
-        for i in range(len(words) - SHINGLE + 1)
-    }
-
-
-def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """(field path, text) for every string or number in a JSON-like value."""
-    if isinstance(value, str):
-        yield path or "content", value[:MAX_TEXT]
-    elif isinstance(value, bool) or value is None:
-        return
-    elif isinstance(value, (int, float)):
-        yield path or "content", str(value)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            yield from _strings(v, f"{path}[{i}]")
-    else:
-        yield path or "content", repr(value)[:MAX_TEXT]
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content[:MAX_TEXT]
-    try:
-        return json.dumps(content, ensure_ascii=False, default=repr)[:MAX_TEXT]
-    except (TypeError, ValueError):
-        return repr(content)[:MAX_TEXT]
+_text = text_of
+"""The text of one content item, within the per-content budget (``_flowvalues.MAX_CONTENT_BYTES``)."""
+_strings = strings
+_shingles = shingles
 
 
 @dataclass(frozen=True)
