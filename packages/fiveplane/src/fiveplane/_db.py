@@ -44,20 +44,21 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-def make_engine(url: str | Engine | None = None, *, immediate: bool = False) -> Engine:
+def make_engine(url: str | Engine | None = None, *, immediate: bool = False, pre_ping: bool = True) -> Engine:
     """An engine for ``url`` (default :func:`default_database_url`), with SQLite tuned for sharing.
 
     SQLite gets WAL, a 30 s busy timeout and cross-thread use; an in-memory SQLite URL gets one
     shared connection (so every thread sees the same database). ``immediate=True`` makes every SQLite
     transaction take the write lock up front (``BEGIN IMMEDIATE``), for check-and-update stores
-    whose reads must not be upgraded to writes later (``SQLITE_BUSY`` under WAL).
+    whose reads must not be upgraded to writes later (``SQLITE_BUSY`` under WAL). ``pre_ping=False``
+    saves a round trip per checkout on servers (a dead connection then fails one use, and is replaced).
     """
     if isinstance(url, Engine):
         return url
     url = url or default_database_url()
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=pre_ping)
     memory = parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed)
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
     if memory:

@@ -116,6 +116,128 @@ _flow = sa.Table(
 )
 
 
+_ROW_COLUMNS = (
+    "session_id, version, intent, purpose, labels, counts, extra, steps, flow_seq, flow_entries, flow_epoch, "
+    "flow_truncated, created_at, last_seen, expired"
+)
+_STEP_COLUMNS = "session_id, seq, action_id, point, tool, connector, action_class, verdict, at, untrusted"
+_VALUE_KEYS = (
+    "version",
+    "intent",
+    "purpose",
+    "labels",
+    "counts",
+    "extra",
+    "steps",
+    "flow_seq",
+    "flow_entries",
+    "flow_epoch",
+    "flow_truncated",
+    "last_seen",
+)
+
+
+class _Sql:
+    """The hot statements as driver SQL (no SQLAlchemy compilation per call), for one dialect."""
+
+    def __init__(self, postgres: bool) -> None:
+        self.pg = postgres
+
+        def p(name: str) -> str:
+            return f"%({name})s" if postgres else f":{name}"
+
+        self.select_row = f"SELECT {_ROW_COLUMNS} FROM fiveplane_sessions WHERE session_id = {p('sid')}"
+        self.select_steps = (
+            "SELECT action_id, point, tool, connector, action_class, verdict, at, untrusted FROM fiveplane_session_steps "
+            f"WHERE session_id = {p('sid')} AND seq > {p('after')} ORDER BY seq"
+        )
+        self.select_flow = (
+            "SELECT seq, action_id, tool, trusted, vals, shingles FROM fiveplane_session_flow "
+            f"WHERE session_id = {p('sid')} AND seq > {p('after')} ORDER BY seq"
+        )
+        sets = ", ".join(f"{k} = {p(k)}" for k in _VALUE_KEYS)
+        self.update_row = (
+            f"UPDATE fiveplane_sessions SET {sets}, expired = NULL WHERE session_id = {p('sid')} AND version = {p('old_version')}"
+        )
+        cols = ", ".join(_VALUE_KEYS)
+        vals = ", ".join(p(k) for k in _VALUE_KEYS)
+        self.insert_row = (
+            f"INSERT INTO fiveplane_sessions (session_id, created_at, {cols}) VALUES ({p('sid')}, {p('created_at')}, {vals})"
+        )
+        step_vals = ", ".join(
+            p(k) for k in ("sid", "seq", "action_id", "point", "tool", "connector", "action_class", "verdict", "at", "untrusted")
+        )
+        self.insert_step = f"INSERT INTO fiveplane_session_steps ({_STEP_COLUMNS}) VALUES ({step_vals})"
+        # PostgreSQL: the row and the step in one round trip (the step only if the row matched)
+        self.update_and_step = (
+            f"WITH u AS ({self.update_row} RETURNING 1) INSERT INTO fiveplane_session_steps ({_STEP_COLUMNS}) "
+            f"SELECT {step_vals} FROM u"
+        )
+        self.insert_and_step = (
+            f"WITH u AS ({self.insert_row} RETURNING 1) INSERT INTO fiveplane_session_steps ({_STEP_COLUMNS}) "
+            f"SELECT {step_vals} FROM u"
+        )
+        self.insert_flow = (
+            "INSERT INTO fiveplane_session_flow (session_id, seq, action_id, tool, trusted, vals, shingles, size) VALUES ("
+            + ", ".join(p(k) for k in ("sid", "seq", "action_id", "tool", "trusted", "vals", "shingles", "size"))
+            + ")"
+        )
+        self.delete_flow = f"DELETE FROM fiveplane_session_flow WHERE session_id = {p('sid')} AND seq <= {p('upto')}"
+
+    def ts(self, value: datetime) -> Any:
+        naive = value.astimezone(UTC).replace(tzinfo=None)
+        return naive if self.pg else naive.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def flag(self, value: bool) -> Any:
+        return bool(value) if self.pg else int(bool(value))
+
+
+def _read_ts(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class _Row:
+    session_id: str
+    version: int
+    intent: str | None
+    purpose: str | None
+    labels: str
+    counts: str
+    extra: str
+    steps: int
+    flow_seq: int
+    flow_entries: int
+    flow_epoch: int
+    flow_truncated: bool
+    created_at: datetime
+    last_seen: datetime
+    expired: str | None
+
+    @classmethod
+    def of(cls, r: Any) -> _Row:
+        return cls(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[8],
+            r[9],
+            r[10],
+            bool(r[11]),
+            _read_ts(r[12]),
+            _read_ts(r[13]),
+            r[14],
+        )
+
+
 def _lock_key(session_id: str) -> int:
     """A signed 64-bit advisory-lock key for a session id."""
     return int.from_bytes(hashlib.blake2b(session_id.encode(), digest_size=8, person=b"fp-sess").digest(), "big", signed=True)
@@ -132,23 +254,24 @@ class _Cached:
     """The row's creation time: a session deleted and started again is another incarnation."""
 
 
-def _step(row: Any) -> Step:
+def _step(r: Any) -> Step:
     return Step(
-        action_id=row.action_id,
-        point=MediationPoint(row.point),
-        tool=row.tool,
-        connector=row.connector,
-        action_class=ActionClass(row.action_class) if row.action_class else None,
-        verdict=Verdict(row.verdict),
-        timestamp=row.at,
-        untrusted=bool(row.untrusted),
+        action_id=r[0],
+        point=MediationPoint(r[1]),
+        tool=r[2],
+        connector=r[3],
+        action_class=ActionClass(r[4]) if r[4] else None,
+        verdict=Verdict(r[5]),
+        timestamp=_read_ts(r[6]),
+        untrusted=bool(r[7]),
     )
 
 
-def _content(row: Any) -> FlowContent:
-    blob: bytes = bytes(row.shingles)
+def _content(r: Any) -> FlowContent:
+    """A flow row: seq, action_id, tool, trusted, vals, shingles."""
+    blob: bytes = bytes(r[5])
     shingles = frozenset(blob[i : i + _SHINGLE_BYTES] for i in range(0, len(blob), _SHINGLE_BYTES))
-    return FlowContent(row.action_id, row.tool, bool(row.trusted), frozenset(json.loads(row.vals)), shingles)
+    return FlowContent(r[1], r[2], bool(r[3]), frozenset(json.loads(r[4])), shingles)
 
 
 class _SqlTx(SessionTx):
@@ -212,8 +335,11 @@ class SqlSessionStore:
             raise ValueError(f"on_expired must be 'block' or 'restart', not {on_expired!r}")
         if url is None:
             url = os.environ.get(SESSIONS_ENV) or None
-        self.engine = make_engine(url, immediate=True)
+        self.engine = make_engine(url, immediate=True, pre_ping=False)
         self.dialect = self.engine.dialect.name
+        self._sql = _Sql(self.dialect == "postgresql")
+        self._reader = self.engine
+        """SQLite: reads need no write lock (WAL), so they use a second engine without BEGIN IMMEDIATE."""
         self.idle_ttl = idle_ttl
         self.max_flow_entries = max_flow_entries
         self.on_expired = on_expired
@@ -247,6 +373,7 @@ class SqlSessionStore:
                     finally:
                         cur.close()
 
+                self._reader = make_engine(str(self.engine.url))
         elif self.dialect != "postgresql":
             raise ValueError(f"SqlSessionStore supports SQLite and PostgreSQL, not {self.dialect}")
         self._serial = threading.Lock() if self._memory else None
@@ -297,8 +424,14 @@ class SqlSessionStore:
             conn = self.engine.connect()
             try:
                 conn.begin()
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_key(session_id))))
-                cached = self._load(conn, session_id)
+                # An existing session: its row lock serializes the decision, and under READ COMMITTED
+                # FOR UPDATE returns the row as the last holder committed it (one round trip). A new
+                # session has no row to lock yet: an advisory lock on its id stands in, then re-read.
+                raw = conn.exec_driver_sql(self._sql.select_row + " FOR UPDATE", {"sid": session_id}).first()
+                if raw is None:
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": _lock_key(session_id)})
+                    raw = conn.exec_driver_sql(self._sql.select_row + " FOR UPDATE", {"sid": session_id}).first()
+                cached = self._load(conn, session_id, raw)
             except BaseException:
                 conn.close()
                 raise
@@ -318,8 +451,10 @@ class SqlSessionStore:
         else:
             release_file = self._acquire_file_lock(session_id)
         try:
-            with self._serialized(), self.engine.begin() as conn:
+            with self._serialized(), self._reader.connect() as conn:
                 cached = self._load(conn, session_id)
+                if conn.in_transaction():
+                    conn.commit()  # an eviction on load wrote
         except BaseException:
             release_file()
             raise
@@ -341,15 +476,17 @@ class SqlSessionStore:
             fut.add_done_callback(lambda f: f.result().close() if not f.cancelled() and f.exception() is None else None)
             raise
 
-    def _load(self, conn: Connection, session_id: str) -> _Cached:
-        row = conn.execute(sa.select(_sessions).where(_sessions.c.session_id == session_id)).first()
+    def _load(self, conn: Connection, session_id: str, raw: Any = False) -> _Cached:
+        if raw is False:
+            raw = conn.exec_driver_sql(self._sql.select_row, {"sid": session_id}).first()
         with self._cache_guard:
             cached = self._cache.get(session_id)
-        if row is None:
+        if raw is None:
             self._known.discard(session_id)
             fresh = _Cached(SessionState(session_id))
             self._remember(fresh)
             return fresh
+        row = _Row.of(raw)
         self._known.add(session_id)
         now = self.clock()
         if row.expired is None and self.idle_ttl is not None and now - row.last_seen > timedelta(seconds=self.idle_ttl):
@@ -357,8 +494,7 @@ class SqlSessionStore:
             self._evict(conn, session_id, reason, row)
             return self._load(conn, session_id)
         if row.expired is not None:
-            state = SessionState(session_id, expired=row.expired, version=row.version)
-            return _Cached(state)
+            return _Cached(SessionState(session_id, expired=row.expired, version=row.version))
         if (
             cached is None
             or cached.created_at != row.created_at
@@ -368,21 +504,16 @@ class SqlSessionStore:
             cached = _Cached(SessionState(session_id), created_at=row.created_at)
         state = cached.state
         if state.version != row.version:
-            seen = len(state.steps)
-            state.steps.extend(
-                _step(r)
-                for r in conn.execute(
-                    sa.select(_steps).where(_steps.c.session_id == session_id, _steps.c.seq > seen).order_by(_steps.c.seq)
-                )
-            )
-            for r in conn.execute(
-                sa.select(_flow).where(_flow.c.session_id == session_id, _flow.c.seq > cached.flow_seq).order_by(_flow.c.seq)
-            ):
-                state.flow.apply(_content(r))
-                cached.flow_seqs.append(r.seq)
+            args = {"sid": session_id, "after": len(state.steps)}
+            state.steps.extend(_step(r) for r in conn.exec_driver_sql(self._sql.select_steps, args))
+            if row.flow_seq > cached.flow_seq:
+                args = {"sid": session_id, "after": cached.flow_seq}
+                for r in conn.exec_driver_sql(self._sql.select_flow, args):
+                    state.flow.apply(_content(r))
+                    cached.flow_seqs.append(int(r[0]))
             cached.flow_seq = row.flow_seq
             cached.flow_epoch = row.flow_epoch
-            state.flow.truncated = bool(row.flow_truncated)
+            state.flow.truncated = row.flow_truncated
             state.intent, state.purpose = row.intent, row.purpose
             state.labels = set(json.loads(row.labels))
             state.counts = Counter(json.loads(row.counts))
@@ -425,7 +556,10 @@ class SqlSessionStore:
         if evicted:
             dropped_seqs, cached.flow_seqs = cached.flow_seqs[:evicted], cached.flow_seqs[evicted:]
         epoch = cached.flow_epoch + (1 if evicted else 0)
+        sql = self._sql
+        s = change.step
         values: dict[str, Any] = {
+            "sid": state.session_id,
             "version": state.version,
             "intent": state.intent,
             "purpose": state.purpose,
@@ -436,16 +570,26 @@ class SqlSessionStore:
             "flow_seq": flow_seq,
             "flow_entries": state.flow.entries,
             "flow_epoch": epoch,
-            "flow_truncated": state.flow.truncated,
-            "last_seen": change.step.timestamp,
-            "expired": None,
+            "flow_truncated": sql.flag(state.flow.truncated),
+            "last_seen": sql.ts(s.timestamp),
+            "old_version": old_version,
+            "created_at": sql.ts(s.timestamp),
+            "seq": new_step_seq,
+            "action_id": s.action_id,
+            "point": s.point.value,
+            "tool": s.tool,
+            "connector": s.connector,
+            "action_class": s.action_class.value if s.action_class else None,
+            "verdict": s.verdict.value,
+            "at": sql.ts(s.timestamp),
+            "untrusted": sql.flag(s.untrusted),
         }
         try:
             if tx._conn is not None:
-                self._write(tx._conn, tx, change, values, old_version, new_step_seq, flow_seq, dropped_seqs)
+                self._write(tx._conn, tx, change, values, flow_seq, dropped_seqs)
             else:
                 with self._serialized(), self.engine.begin() as conn:
-                    self._write(conn, tx, change, values, old_version, new_step_seq, flow_seq, dropped_seqs)
+                    self._write(conn, tx, change, values, flow_seq, dropped_seqs)
         except BaseException:
             self._forget(state.session_id)
             raise
@@ -467,60 +611,41 @@ class SqlSessionStore:
             )
 
     def _write(
-        self,
-        conn: Connection,
-        tx: _SqlTx,
-        change: SessionCommit,
-        values: dict[str, Any],
-        old_version: int,
-        step_seq: int,
-        flow_seq: int,
-        dropped: list[int],
+        self, conn: Connection, tx: _SqlTx, change: SessionCommit, values: dict[str, Any], flow_seq: int, dropped: list[int]
     ) -> None:
-        sid = tx.state.session_id
-        if tx._new:
-            conn.execute(sa.insert(_sessions).values(session_id=sid, created_at=change.step.timestamp, **values))
+        sql, sid = self._sql, tx.state.session_id
+        if sql.pg:  # the row and the step in one round trip
+            done = conn.exec_driver_sql(sql.insert_and_step if tx._new else sql.update_and_step, values).rowcount
+        elif tx._new:
+            conn.exec_driver_sql(sql.insert_row, values)
+            done = conn.exec_driver_sql(sql.insert_step, values).rowcount
         else:
-            done = conn.execute(
-                sa.update(_sessions).where(_sessions.c.session_id == sid, _sessions.c.version == old_version).values(**values)
-            ).rowcount
-            if done != 1:
-                raise RuntimeError(f"session {sid!r} changed under its lock (version {old_version}); not committed")
-        s = change.step
-        conn.execute(
-            sa.insert(_steps).values(
-                session_id=sid,
-                seq=step_seq,
-                action_id=s.action_id,
-                point=s.point.value,
-                tool=s.tool,
-                connector=s.connector,
-                action_class=s.action_class.value if s.action_class else None,
-                verdict=s.verdict.value,
-                at=s.timestamp,
-                untrusted=s.untrusted,
-            )
-        )
+            done = conn.exec_driver_sql(sql.update_row, values).rowcount
+            if done == 1:
+                conn.exec_driver_sql(sql.insert_step, values)
+        if done != 1:
+            raise RuntimeError(f"session {sid!r} changed under its lock (version {values['old_version']}); not committed")
         if change.flow is not None:
             fc = change.flow
-            conn.execute(
-                sa.insert(_flow).values(
-                    session_id=sid,
-                    seq=flow_seq,
-                    action_id=fc.action_id,
-                    tool=fc.tool,
-                    trusted=fc.trusted,
-                    vals=json.dumps(sorted(fc.values)),
-                    shingles=b"".join(sorted(fc.shingles)),
-                    size=fc.size,
-                )
+            conn.exec_driver_sql(
+                sql.insert_flow,
+                {
+                    "sid": sid,
+                    "seq": flow_seq,
+                    "action_id": fc.action_id,
+                    "tool": fc.tool,
+                    "trusted": sql.flag(fc.trusted),
+                    "vals": json.dumps(sorted(fc.values)),
+                    "shingles": b"".join(sorted(fc.shingles)),
+                    "size": fc.size,
+                },
             )
         if dropped:
-            conn.execute(sa.delete(_flow).where(_flow.c.session_id == sid, _flow.c.seq <= max(dropped)))
+            conn.exec_driver_sql(sql.delete_flow, {"sid": sid, "upto": max(dropped)})
 
     # ---- eviction ---------------------------------------------------------------------------------
 
-    def _evict(self, conn: Connection, session_id: str, reason: str, row: Any) -> None:
+    def _evict(self, conn: Connection, session_id: str, reason: str, row: _Row) -> None:
         conn.execute(sa.delete(_steps).where(_steps.c.session_id == session_id))
         conn.execute(sa.delete(_flow).where(_flow.c.session_id == session_id))
         if self.on_expired == "restart":
