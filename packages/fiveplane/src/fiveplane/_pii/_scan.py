@@ -33,10 +33,11 @@ from ._config import (
 from ._crypto import TOKEN_RE, KeyHasher, Keyring, MissingKeyError, Pseudonymizer
 from ._engine import Detection, PresidioEngine
 from ._minimize import field_matches, minimize
+from ._normalize import canonical, normalize
 from ._recognizers import OfflineEmailRecognizer, build_custom
 from ._walk import Issue, Leaf, Walk, rebuild, walk
 
-__all__ = ["CompiledConfig", "EntityPolicy", "Report", "Scope", "scan_action", "scan_text"]
+__all__ = ["CompiledConfig", "EntityPolicy", "Report", "Scope", "redact_value", "scan_action", "scan_text"]
 
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]{0,39}(?:#[A-Za-z0-9_-]{22,4096}|:h:[0-9a-f]{20})?>")
 """Our own output (``<TYPE>``, pseudonym tokens, keyed hashes): never re-detected."""
@@ -282,7 +283,12 @@ class CompiledConfig:
     def detect(
         self, texts: Sequence[str], scope: Scope, ner: Sequence[bool], *, stages: tuple[str, ...] = ("regex", "ner")
     ) -> list[list[Detection]]:
-        """Detections per text (thresholds, allow lists and our placeholders applied)."""
+        """Detections per text (thresholds, allow lists and our placeholders applied), in the
+        coordinates of ``texts``. Each text is normalized first (:mod:`._normalize`: percent-decoding,
+        invisible characters, NFKC); detections on the normalized text map back to the whole
+        original span they came from."""
+        norms = [normalize(t) for t in texts]
+        texts = [n.text for n in norms]
         raw: list[list[Detection]] = [[] for _ in texts]
         if "regex" in stages and scope.pattern_entities:
             for i, text in enumerate(texts):
@@ -309,7 +315,13 @@ class CompiledConfig:
                     self.cache.put(("ner", _digest(text), tuple(want), scope.context), found)
                     for i in todo[text]:
                         raw[i].extend(found)
-        return [self._filter(text, dets, scope) for text, dets in zip(texts, raw, strict=True)]
+        out: list[list[Detection]] = []
+        for norm, dets in zip(norms, raw, strict=True):
+            kept = self._filter(norm.text, dets, scope)
+            if norm.changed and kept:
+                kept = [Detection(d.entity, *norm.span(d.start, d.end), d.score, d.recognizer) for d in kept]
+            out.append(kept)
+        return out
 
     def _cached(
         self,
@@ -370,8 +382,9 @@ def _candidates(text: str, entities: Iterable[str]) -> list[str]:
 
 _KEY_HINT = re.compile(
     r"AKIA|ASIA|ABIA|ACCA|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|hooks\.slack|[sr]k_(?:live|test)_|sk-|AIza|SG\.|npm_|pypi-|hf_"
-    r"|(?i:key|secret|token|bearer|passw|pwd)"
+    r"|(?i:key|secret|token|bearer|passw|pwd|authoriz|credential)"
 )
+_PASS_HINT = re.compile(r"(?i:pass|secret)")
 _NEEDS: dict[str, Callable[[str, int], bool]] = {
     "EMAIL_ADDRESS": lambda t, d: "@" in t,
     "PHONE_NUMBER": lambda t, d: d >= 5,
@@ -390,6 +403,7 @@ _NEEDS: dict[str, Callable[[str, int], bool]] = {
     "PRIVATE_KEY": lambda t, d: "PRIVATE KEY" in t or "PuTTY" in t,
     "CONNECTION_STRING": lambda t, d: "://" in t or "=" in t,
     "API_KEY": lambda t, d: len(t) >= 12 and (_KEY_HINT.search(t) is not None),
+    "PASSWORD": lambda t, d: len(t) >= 6 and (_PASS_HINT.search(t) is not None),
     "CRYPTO": lambda t, d: len(t) >= 26 and d >= 1,
 }
 
@@ -435,25 +449,27 @@ class _Ops:
             char, keep = pol.mask_char, pol.keep_last
             return OperatorConfig(
                 "custom",
-                {
-                    "lambda": lambda v: (
-                        char * max(0, len(v) - keep) + v[max(0, len(v) - keep) :] if len(v) > keep else char * len(v)
-                    )
-                },
+                {"lambda": lambda v: _mask(canonical(v), char, keep)},
             )
         if pol.action == "hash":
             if self._hasher is None:
                 self._hasher = self.cc.hasher()
             hasher = self._hasher
-            return OperatorConfig("custom", {"lambda": lambda v: hasher.hash(entity, v)})
+            return OperatorConfig("custom", {"lambda": lambda v: hasher.hash(entity, canonical(v))})
         pseudo, sid = self.pseudo(), self.session_id
-        return OperatorConfig("custom", {"lambda": lambda v: pseudo.token(entity, v, sid)})
+        return OperatorConfig("custom", {"lambda": lambda v: pseudo.token(entity, canonical(v), sid)})
 
     def apply(self, text: str, dets: Sequence[Detection], ops: Mapping[str, OperatorConfig]) -> str:
         if not dets:
             return text
         results = [RecognizerResult(d.entity, d.start, d.end, d.score) for d in dets]
         return str(self.cc.engine.anonymizer.anonymize(text=text, analyzer_results=results, operators=dict(ops)).text)
+
+
+def _mask(value: str, char: str, keep: int) -> str:
+    if len(value) <= keep:
+        return char * len(value)
+    return char * (len(value) - keep) + value[len(value) - keep :]
 
 
 # ---- the report --------------------------------------------------------------------------------
@@ -535,16 +551,7 @@ def scan_action(
             continue
         if name == "content" and value is None:
             continue
-        w = walk(
-            value,
-            max_text_chars=limits.max_text_chars,
-            max_total_chars=max(1, budget),
-            max_depth=limits.max_depth,
-            max_leaves=limits.max_leaves,
-            base64_min_chars=limits.base64_min_chars,
-            label_keys=label_keys,
-            root=root,
-        )
+        w = _walk(cc, value, budget=budget, label_keys=label_keys, root=root)
         budget -= w.total_chars
         walks[name] = w
     cut = _issues(report, scope, [i for w in walks.values() for i in w.issues])
@@ -624,6 +631,41 @@ def scan_action(
         if report.minimized and not report.blocked:
             report.modified_arguments = dict(arguments)
     return report
+
+
+def _walk(cc: CompiledConfig, value: Any, *, budget: int, label_keys: frozenset[str], root: str) -> Walk:
+    limits = cc.config.limits
+    return walk(
+        value,
+        max_text_chars=limits.max_text_chars,
+        max_total_chars=max(1, budget),
+        max_depth=limits.max_depth,
+        max_leaves=limits.max_leaves,
+        base64_min_chars=limits.base64_min_chars,
+        label_keys=label_keys,
+        root=root,
+        parse_json=cc.config.parse_json_strings,
+    )
+
+
+def redact_value(cc: CompiledConfig, scope: Scope, value: Any, session_id: str | None) -> Any:
+    """``value`` (any text or JSON-like value) as the evidence may keep it under ``scope``: every
+    detected value rewritten (``hash`` / ``pseudonymize`` with the keys, ``<TYPE>`` without them) or
+    redacted to ``<TYPE>`` (``block`` and ``allow`` entities too), except in ``evidence_keep`` fields
+    (secrets are redacted there as well); what cannot be scanned becomes a marker. Never raises for
+    what the data carries (a scan failure raises; the caller stores a digest instead)."""
+    w = _walk(cc, value, budget=cc.config.limits.max_total_chars, label_keys=frozenset(), root="")
+    leaves = [("content", leaf) for leaf in w.leaves]
+    texts = [leaf.text for _, leaf in leaves]
+    dets = cc.detect(texts, scope, [may_hold_names(leaf, scope) for _, leaf in leaves]) if texts else []
+    report = Report(scope=scope)
+    tokens: list[list[tuple[str, str]]] = [[] for _ in texts]
+    ops = _Ops(cc, session_id)
+    try:
+        _, ev = _rewrite(cc, scope, ops, leaves, dets, tokens, report, True)
+    except MissingKeyError:
+        _, ev = _rewrite(cc, scope, ops, leaves, dets, tokens, report, True, evidence_only=True)
+    return rebuild(w.skeleton, w.leaves, ev["content"], cut=True)
 
 
 def _where(action: Action) -> str:
@@ -743,7 +785,7 @@ def _rewrite(
         ev_dets = [d for d in found if not keep or d.entity in _SECRETS or d in rewrite]
         ev_ops = {d.entity: op(d.entity, evidence=True) for d in ev_dets}
         ev_text = ops.apply(leaf.text, ev_dets, ev_ops)
-        if ev_text != leaf.original or marker or leaf.sanitized:
+        if ev_text != leaf.text or marker or leaf.sanitized:
             ev[name][leaf.index] = ev_text + marker
         if evidence_only or reveal_out:
             if marker or leaf.sanitized:
