@@ -24,6 +24,7 @@ __all__ = [
     "build_custom",
     "offline_tld_extractor",
     "secret_recognizers",
+    "secrets_in_field",
     "supplementary_recognizers",
 ]
 
@@ -85,12 +86,20 @@ _ASSIGN = r"""["']?[ \t]*(?P<op>=>|:=|[:=])[ \t]*"""
 _VALUE = r"""(?:"(?P<dq>[^"\r\n]{1,512}+)"|'(?P<sq>[^'\r\n]{1,512}+)'|(?P<bare>[^\s"'`,;<>{}\[\]()]{1,512}+)(?![(\[]))"""
 """A quoted value (up to its closing quote) or a bare one (up to white space or punctuation; a
 bare value followed by ``(`` or ``[`` is code, not a literal)."""
+_META = (
+    r"(?!(?:[\w.-]{0,40}?[_.-])?(?:policy|hint|length|len|min|max|count|required|reset|expir\w*|changed|updated|created|rules?|"
+    r"strength|field|label|prompt|type|format|pattern|regex|algorithm|enabled|mode|url|uri|file|path|name|id|ref|arn|"
+    r"version|rotation)(?![A-Za-z]))"
+)
+"""Not when the key names something *about* the secret (``password_policy``, ``secret_name``, ``token_count``)."""
 _PASSWORD_KEY = (
-    r"(?:password|passwd|passphrase|(?<![A-Za-z])pass(?![A-Za-z])|secret(?!(?:[_.-]?access[_.-]?key)))(?-i:(?![a-z]))[\w.-]{0,40}"
+    r"(?:password|passwd|passphrase|(?<![A-Za-z])pass(?![A-Za-z])|secret(?!(?:[_.-]?access[_.-]?key)))(?-i:(?![a-z]))"
+    + _META
+    + r"[\w.-]{0,40}"
 )
 _API_KEY_KEY = (
     r"(?:api[_.-]?key|apikey|api[_.-]?token|access[_.-]?token|auth[_.-]?token|refresh[_.-]?token|private[_.-]?key|"
-    r"(?<![A-Za-z])pwd(?![A-Za-z])|credentials?(?-i:(?![a-z]))|(?<![A-Za-z])token(?-i:(?![a-z])))[\w.-]{0,40}"
+    r"(?<![A-Za-z])pwd(?![A-Za-z])|credentials?(?-i:(?![a-z]))|(?<![A-Za-z])token(?-i:(?![a-z])))" + _META + r"[\w.-]{0,40}"
 )
 _AWS_SECRET_KEY = r"(?:aws[_.-]?)?secret[_.-]?access[_.-]?key(?:[_.-]?id)?|aws[_.-]?secret(?:[_.-]?key)?"
 _ASSIGNMENTS: tuple[tuple[str, str, re.Pattern[str], float], ...] = (
@@ -254,6 +263,25 @@ class AssignmentRecognizer(LocalRecognizer):  # type: ignore[misc]
             return op != ":" or _classes(value) >= 2
         # API_KEY assignment: random-looking values only
         return len(value) >= _RANDOM_MIN and _entropy(value) >= 3.0 and _classes(value) >= 2
+
+
+_ASSIGNMENT = AssignmentRecognizer()
+_SECRET_FIELD = re.compile(r"(?i)pass|secret|key|token|auth|credential|pwd")
+
+
+def secrets_in_field(field: str, value: str, entities: frozenset[str] | set[str]) -> list[tuple[str, int, int, float]]:
+    """Secrets of a value by the name of the field holding it (``{"password": "hunter2"}``,
+    ``{"headers": {"Authorization": "Bearer …"}}``): the value is judged as if written
+    ``field="value"`` (``field: value`` when it holds quotes or line breaks); (entity, start, end,
+    score) in the value's coordinates."""
+    if not field or len(field) > 64 or not _SECRET_FIELD.search(field) or not value.strip():
+        return []
+    quoted = '"' not in value and "\n" not in value and "\r" not in value
+    prefix = f'{field}="' if quoted else f"{field}: "
+    probe = prefix + value + ('"' if quoted else "")
+    found = _ASSIGNMENT.analyze(probe, [e for e in ("API_KEY", "PASSWORD") if e in entities])
+    n = len(prefix)
+    return [(r.entity_type, r.start - n, r.end - n, float(r.score)) for r in found if r.start >= n and r.end <= n + len(value)]
 
 
 _API_KEY_PATTERNS = [

@@ -34,7 +34,7 @@ from ._crypto import TOKEN_RE, KeyHasher, Keyring, MissingKeyError, Pseudonymize
 from ._engine import Detection, PresidioEngine
 from ._minimize import field_matches, minimize
 from ._normalize import canonical, normalize
-from ._recognizers import OfflineEmailRecognizer, build_custom
+from ._recognizers import OfflineEmailRecognizer, build_custom, secrets_in_field
 from ._walk import Issue, Leaf, Walk, rebuild, walk
 
 __all__ = ["CompiledConfig", "EntityPolicy", "Report", "Scope", "redact_value", "scan_action", "scan_text"]
@@ -42,6 +42,7 @@ __all__ = ["CompiledConfig", "EntityPolicy", "Report", "Scope", "redact_value", 
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]{0,39}(?:#[A-Za-z0-9_-]{22,4096}|:h:[0-9a-f]{20})?>")
 """Our own output (``<TYPE>``, pseudonym tokens, keyed hashes): never re-detected."""
 _SECRETS = frozenset(SECRET_ENTITIES)
+_FIELD_SECRETS = frozenset({"API_KEY", "PASSWORD"})
 _COMPANY = re.compile(
     r"\b(?:inc|incorporated|corp|corporation|company|ltd|limited|llc|llp|plc|gmbh|ag|sas|bv|nv|group|holdings)\.?$",
     re.IGNORECASE,
@@ -281,20 +282,33 @@ class CompiledConfig:
     # ---- analysis -----------------------------------------------------------------------------
 
     def detect(
-        self, texts: Sequence[str], scope: Scope, ner: Sequence[bool], *, stages: tuple[str, ...] = ("regex", "ner")
+        self,
+        texts: Sequence[str],
+        scope: Scope,
+        ner: Sequence[bool],
+        *,
+        stages: tuple[str, ...] = ("regex", "ner"),
+        fields: Sequence[str] | None = None,
     ) -> list[list[Detection]]:
         """Detections per text (thresholds, allow lists and our placeholders applied), in the
         coordinates of ``texts``. Each text is normalized first (:mod:`._normalize`: percent-decoding,
         invisible characters, NFKC); detections on the normalized text map back to the whole
-        original span they came from."""
+        original span they came from. ``fields``: the field name holding each text (a value of a
+        ``password`` or ``api_key`` field is judged as assigned to it)."""
         norms = [normalize(t) for t in texts]
         texts = [n.text for n in norms]
         raw: list[list[Detection]] = [[] for _ in texts]
         if "regex" in stages and scope.pattern_entities:
+            secret_keys = scope.pattern_entities & _FIELD_SECRETS
             for i, text in enumerate(texts):
                 subset = _candidates(text, scope.pattern_entities)
                 if subset:
                     raw[i].extend(self._cached("regex", text, subset, scope.context, lambda t, s: self.engine.light_artifacts(t)))
+                if fields is not None and secret_keys and fields[i]:
+                    raw[i].extend(
+                        Detection(e, s, end, score, "fiveplane-secret-fields")
+                        for e, s, end, score in secrets_in_field(fields[i], text, secret_keys)
+                    )
         if "ner" in stages and scope.ner_entities:
             want = sorted(scope.ner_entities)
             todo: dict[str, list[int]] = {}
@@ -584,7 +598,8 @@ def scan_action(
             )
 
     # 5. cheap stage (regex) first; NER (batched) only if the action is not already blocked
-    dets = cc.detect(texts, scope, [False] * len(texts), stages=("regex",))
+    fields = [leaf.field if not leaf.is_key else "" for _, leaf in leaves]
+    dets = cc.detect(texts, scope, [False] * len(texts), stages=("regex",), fields=fields)
     cheap_block = bool(report.blocks) or (
         not reveal_out and any(scope.entities[d.entity].action == "block" for found in dets for d in found)
     )
@@ -657,7 +672,8 @@ def redact_value(cc: CompiledConfig, scope: Scope, value: Any, session_id: str |
     w = _walk(cc, value, budget=cc.config.limits.max_total_chars, label_keys=frozenset(), root="")
     leaves = [("content", leaf) for leaf in w.leaves]
     texts = [leaf.text for _, leaf in leaves]
-    dets = cc.detect(texts, scope, [may_hold_names(leaf, scope) for _, leaf in leaves]) if texts else []
+    fields = [leaf.field if not leaf.is_key else "" for _, leaf in leaves]
+    dets = cc.detect(texts, scope, [may_hold_names(leaf, scope) for _, leaf in leaves], fields=fields) if texts else []
     report = Report(scope=scope)
     tokens: list[list[tuple[str, str]]] = [[] for _ in texts]
     ops = _Ops(cc, session_id)

@@ -419,11 +419,17 @@ class _Scrubber:
 
     def _path(self, m: re.Match[str]) -> str:
         inner = m.group(1)
-        path = inner if inner is not None else m.group(2)
+        if inner is not None:  # "(/a, /b)": a list of roots, or one resolved path
+            parts = inner.split(", ")
+            if all(p in self.safe for p in parts):
+                return m.group()
+            if not all(p.startswith("/") for p in parts):
+                return f"({self._digest(inner, 'path')})"
+            return "(" + ", ".join(p if p in self.safe else self._digest(p, "path") for p in parts) + ")"
+        path = m.group(2)
         if path in self.safe or len(path) <= 1:
             return m.group()
-        ref = self._digest(path, "path")
-        return f"({ref})" if inner is not None else ref
+        return self._digest(path, "path")
 
     def __call__(self, message: str) -> str:
         out = _LITERAL.sub(self._literal, message)
