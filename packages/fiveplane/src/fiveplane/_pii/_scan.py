@@ -33,7 +33,7 @@ from ._config import (
 from ._crypto import TOKEN_RE, KeyHasher, Keyring, MissingKeyError, Pseudonymizer
 from ._engine import Detection, PresidioEngine
 from ._minimize import field_matches, minimize
-from ._normalize import canonical, normalize
+from ._normalize import Normalized, canonical, normalize
 from ._recognizers import OfflineEmailRecognizer, build_custom, secrets_in_field
 from ._walk import Issue, Leaf, Walk, rebuild, walk
 
@@ -91,6 +91,14 @@ class Scope:
     ner_entities: frozenset[str]
     missing_ner: frozenset[str]
     """Entities only NER finds, which this engine cannot (no model installed)."""
+    threshold_key: tuple[tuple[str, float], ...] = ()
+    """The thresholds of the scope (part of the analysis cache key: the context enhancement
+    depends on them)."""
+
+    def below_threshold(self, entity: str, score: float) -> bool:
+        """May context words still matter for this result? (Only when it does not pass yet.)"""
+        pol = self.entities.get(entity)
+        return pol is not None and score < pol.threshold
 
 
 class _LRU:
@@ -154,6 +162,7 @@ class CompiledConfig:
             for r in config.all_rules
         ]
         self._scopes: dict[tuple[Any, ...], Scope] = {}
+        self._recs: dict[tuple[str, ...], list[Any]] = {}
         self._scopes_lock = threading.Lock()
         self.cache = _LRU(config.cache_size)
         self._keys = keys
@@ -277,6 +286,7 @@ class CompiledConfig:
             pattern_entities=names & self.pattern_entities,
             ner_entities=names & self.engine.ner_entities,
             missing_ner=(names & NER_ENTITIES) - self.engine.ner_entities - self.pattern_entities,
+            threshold_key=tuple(sorted((k, v.threshold) for k, v in active.items())),
         )
 
     # ---- analysis -----------------------------------------------------------------------------
@@ -289,13 +299,14 @@ class CompiledConfig:
         *,
         stages: tuple[str, ...] = ("regex", "ner"),
         fields: Sequence[str] | None = None,
+        normalized: Sequence[Normalized] | None = None,
     ) -> list[list[Detection]]:
         """Detections per text (thresholds, allow lists and our placeholders applied), in the
         coordinates of ``texts``. Each text is normalized first (:mod:`._normalize`: percent-decoding,
         invisible characters, NFKC); detections on the normalized text map back to the whole
         original span they came from. ``fields``: the field name holding each text (a value of a
         ``password`` or ``api_key`` field is judged as assigned to it)."""
-        norms = [normalize(t) for t in texts]
+        norms = list(normalized) if normalized is not None else [normalize(t) for t in texts]
         texts = [n.text for n in norms]
         raw: list[list[Detection]] = [[] for _ in texts]
         if "regex" in stages and scope.pattern_entities:
@@ -303,7 +314,7 @@ class CompiledConfig:
             for i, text in enumerate(texts):
                 subset = _candidates(text, scope.pattern_entities)
                 if subset:
-                    raw[i].extend(self._cached("regex", text, subset, scope.context, lambda t, s: self.engine.light_artifacts(t)))
+                    raw[i].extend(self._regex(text, subset, scope))
                 if fields is not None and secret_keys and fields[i]:
                     raw[i].extend(
                         Detection(e, s, end, score, "fiveplane-secret-fields")
@@ -315,7 +326,7 @@ class CompiledConfig:
             for i, text in enumerate(texts):
                 if not ner[i]:
                     continue
-                key = ("ner", _digest(text), tuple(want), scope.context)
+                key = ("ner", _digest(text), tuple(want), scope.context, scope.threshold_key)
                 hit = self.cache.get(key)
                 if hit is not None:
                     raw[i].extend(hit)
@@ -324,9 +335,16 @@ class CompiledConfig:
             if todo:
                 batch = list(todo)
                 for text, art in zip(batch, self.engine.ner_artifacts(batch), strict=True):
-                    found = self.engine.analyze(text, want, art, context=scope.context, ad_hoc=self.ad_hoc)
+                    found = self.engine.analyze(
+                        text,
+                        want,
+                        art,
+                        context=scope.context,
+                        recognizers=self._recognizers(tuple(want)),
+                        needs_context=scope.below_threshold,
+                    )
                     found = [d for d in found if d.entity in scope.ner_entities]
-                    self.cache.put(("ner", _digest(text), tuple(want), scope.context), found)
+                    self.cache.put(("ner", _digest(text), tuple(want), scope.context, scope.threshold_key), found)
                     for i in todo[text]:
                         raw[i].extend(found)
         out: list[list[Detection]] = []
@@ -337,19 +355,29 @@ class CompiledConfig:
             out.append(kept)
         return out
 
-    def _cached(
-        self,
-        stage: str,
-        text: str,
-        entities: Sequence[str],
-        context: tuple[str, ...],
-        artifacts: Callable[[str, Sequence[str]], Any],
-    ) -> list[Detection]:
-        key = (stage, _digest(text), tuple(entities), context)
+    def _recognizers(self, entities: tuple[str, ...]) -> list[Any]:
+        hit = self._recs.get(entities)
+        if hit is None:
+            hit = self.engine.recognizers(entities, self.ad_hoc)
+            with self._scopes_lock:
+                if len(self._recs) < 4096:
+                    self._recs[entities] = hit
+        return hit
+
+    def _regex(self, text: str, entities: Sequence[str], scope: Scope) -> list[Detection]:
+        """The regex stage on one text (cached by its digest, the entities, context words and thresholds)."""
+        key = ("regex", _digest(text), tuple(entities), scope.context, scope.threshold_key)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        found = self.engine.analyze(text, entities, artifacts(text, entities), context=context, ad_hoc=self.ad_hoc)
+        found = self.engine.analyze(
+            text,
+            entities,
+            self.engine.light_artifacts(text),
+            context=scope.context,
+            recognizers=self._recognizers(tuple(entities)),
+            needs_context=scope.below_threshold,
+        )
         found = [d for d in found if d.entity in entities]
         self.cache.put(key, found)
         return found
@@ -399,9 +427,18 @@ _KEY_HINT = re.compile(
     r"|(?i:key|secret|token|bearer|passw|pwd|authoriz|credential)"
 )
 _PASS_HINT = re.compile(r"(?i:pass|secret)")
+_NOT_A_PHONE = re.compile(
+    r"\s*(?:\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
+    r"|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+    r"|[0-9a-f]{32,}|[0-9A-F]{32,}"
+    r"|[A-Za-z][A-Za-z0-9]*(?:[_-][A-Za-z][A-Za-z0-9]*)*[_-]\d{1,9})\s*\Z"
+)
+"""A whole value shaped as an ISO date / timestamp, a UUID, a hex digest or a prefixed identifier
+(``ACC-10442``, ``usr_12345678``) is not scanned for phone numbers: ``phonenumbers`` reads many of
+them as numbers of some region (false positives) and matching them is the costliest recognizer."""
 _NEEDS: dict[str, Callable[[str, int], bool]] = {
     "EMAIL_ADDRESS": lambda t, d: "@" in t,
-    "PHONE_NUMBER": lambda t, d: d >= 5,
+    "PHONE_NUMBER": lambda t, d: d >= 5 and _NOT_A_PHONE.match(t) is None,
     "CREDIT_CARD": lambda t, d: d >= 12,
     "IBAN_CODE": lambda t, d: d >= 2 and len(t) >= 15,
     "US_SSN": lambda t, d: d >= 9,
@@ -599,7 +636,8 @@ def scan_action(
 
     # 5. cheap stage (regex) first; NER (batched) only if the action is not already blocked
     fields = [leaf.field if not leaf.is_key else "" for _, leaf in leaves]
-    dets = cc.detect(texts, scope, [False] * len(texts), stages=("regex",), fields=fields)
+    norms = [normalize(t) for t in texts]
+    dets = cc.detect(texts, scope, [False] * len(texts), stages=("regex",), fields=fields, normalized=norms)
     cheap_block = bool(report.blocks) or (
         not reveal_out and any(scope.entities[d.entity].action == "block" for found in dets for d in found)
     )
@@ -610,7 +648,7 @@ def scan_action(
         if any(ner_flags) and scope.missing_ner:
             report.notes.append(("ner_unavailable", f"{', '.join(sorted(scope.missing_ner))} not scanned: {cc.engine.warning}"))
         if any(ner_flags) and scope.ner_entities:
-            ner = cc.detect(texts, scope, ner_flags, stages=("ner",))
+            ner = cc.detect(texts, scope, ner_flags, stages=("ner",), normalized=norms)
             dets = [_merge(a, b) if b else a for a, b in zip(dets, ner, strict=True)]
     _decide_blocks(report, scope, action, leaves, dets, reveal_out)
 
