@@ -43,7 +43,14 @@ def test_the_phone_recognizer_matches_presidios() -> None:
     from fiveplane._pii._engine import FastPhoneRecognizer
 
     theirs, ours = PhoneRecognizer(), FastPhoneRecognizer()
-    cases = [*texts(), "(415) 555-0134", " +49 30 901820 ", "4155550134", "2021-03-04T12:34:56Z", "0262 Družstevní 1690, Volduchy"]
+    cases = [
+        *texts(),
+        "(415) 555-0134",
+        " +49 30 901820 ",
+        "4155550134",
+        "2021-03-04T12:34:56Z",
+        "0262 Družstevní 1690, Volduchy",
+    ]
     for text in cases:
         a = sorted((r.start, r.end, r.score) for r in theirs.analyze(text, ["PHONE_NUMBER"]))
         b = sorted((r.start, r.end, r.score) for r in ours.analyze(text, ["PHONE_NUMBER"]))
@@ -72,7 +79,9 @@ def test_ner_artifacts_are_presidios() -> None:
     theirs = [art for _, art in engine.nlp_engine.process_batch(batch, language="en")]
     mine = engine.ner_artifacts(batch)
     for a, b in zip(theirs, mine, strict=True):
-        assert [(e.start_char, e.end_char, e.label_) for e in a.entities] == [(e.start_char, e.end_char, e.label_) for e in b.entities]
+        assert [(e.start_char, e.end_char, e.label_) for e in a.entities] == [
+            (e.start_char, e.end_char, e.label_) for e in b.entities
+        ]
         assert a.scores == b.scores
         assert a.tokens_indices == b.tokens_indices and a.keywords == b.keywords
     found: list[Any] = []

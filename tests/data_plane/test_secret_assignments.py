@@ -140,6 +140,13 @@ def test_a_secret_field_holds_a_secret(plane: Any, sales_policy: Any, arguments:
 
 
 def test_fields_that_only_look_secret_keep_their_values(plane: Any, sales_policy: Any) -> None:
-    arguments = {"password_policy": "min 12 chars", "token_count": 512, "keyword": "renewal", "password": "********"}
+    arguments = {
+        "password_policy": "min 12 chars",
+        "token_count": 512,
+        "keyword": "renewal",
+        "password": "********",
+        "next_page_token": "CAESBggBEAEYAQxZ9k2",  # a pagination cursor, not a credential
+        "max_tokens": 1024,
+    }
     r = evaluate(plane, act("tool_call", "email.send", arguments=arguments), sales_policy)
     assert not any(f.verdict is Verdict.BLOCK for f in r.findings), [f.message for f in r.findings]

@@ -89,7 +89,7 @@ bare value followed by ``(`` or ``[`` is code, not a literal)."""
 _META = (
     r"(?!(?:[\w.-]{0,40}?[_.-])?(?:policy|hint|length|len|min|max|count|required|reset|expir\w*|changed|updated|created|rules?|"
     r"strength|field|label|prompt|type|format|pattern|regex|algorithm|enabled|mode|url|uri|file|path|name|id|ref|arn|"
-    r"version|rotation)(?![A-Za-z]))"
+    r"version|rotation|rate|ratio|percent|score|threshold|status|result|fail\w*|through|level|grade)(?![A-Za-z]))"
 )
 """Not when the key names something *about* the secret (``password_policy``, ``secret_name``, ``token_count``)."""
 _PASSWORD_KEY = (
@@ -99,7 +99,9 @@ _PASSWORD_KEY = (
 )
 _API_KEY_KEY = (
     r"(?:api[_.-]?key|apikey|api[_.-]?token|access[_.-]?token|auth[_.-]?token|refresh[_.-]?token|private[_.-]?key|"
-    r"(?<![A-Za-z])pwd(?![A-Za-z])|credentials?(?-i:(?![a-z]))|(?<![A-Za-z])token(?-i:(?![a-z])))" + _META + r"[\w.-]{0,40}"
+    r"(?<![A-Za-z])pwd(?![A-Za-z])|credentials?(?-i:(?![a-z]))|"
+    r"(?<!page[_.-])(?<!next[_.-])(?<!cursor[_.-])(?<!continuation[_.-])(?<!sync[_.-])(?<!resume[_.-])"
+    r"(?<![A-Za-z])token(?-i:(?![a-z])))" + _META + r"[\w.-]{0,40}"
 )
 _AWS_SECRET_KEY = r"(?:aws[_.-]?)?secret[_.-]?access[_.-]?key(?:[_.-]?id)?|aws[_.-]?secret(?:[_.-]?key)?"
 _ASSIGNMENTS: tuple[tuple[str, str, re.Pattern[str], float], ...] = (
