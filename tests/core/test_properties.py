@@ -172,3 +172,158 @@ def test_strongest_of_nothing_is_an_error_not_allow() -> None:
     except ValueError:
         return
     raise AssertionError("strongest([]) must raise")
+
+
+# ---- fail-closed edges at the Action boundary -----------------------------------------------------
+
+BASE: dict[str, Any] = {"point": "tool_call", "tool": "email.send", "principal": [{"kind": "user", "id": "u"}], "session_id": "s"}
+non_finite = st.sampled_from([float("nan"), float("inf"), float("-inf")])
+
+
+@st.composite
+def with_non_finite(draw: st.DrawFn) -> tuple[Any, str]:
+    """A JSON value with one NaN / ±Infinity planted somewhere in it; the path to it."""
+    bad = draw(non_finite)
+    path: list[str] = []
+    value: Any = bad
+    for _ in range(draw(st.integers(0, 6))):
+        if draw(st.booleans()):
+            key = draw(st.sampled_from(["a", "amount", "rows", "x"]))
+            value = {**draw(st.dictionaries(st.sampled_from(["b", "c"]), json_scalar, max_size=2)), key: value}
+            path.append(f".{key}")
+        else:
+            before = draw(st.lists(json_scalar, max_size=2))
+            value = [*before, value]
+            path.append(f"[{len(before)}]")
+    return value, "".join(reversed(path))
+
+
+@settings(max_examples=200, deadline=None)
+@given(with_non_finite(), st.sampled_from(["arguments", "content"]))
+def test_non_finite_numbers_are_rejected_at_the_boundary(planted: tuple[Any, str], where: str) -> None:
+    value, path = planted
+    if where == "arguments":
+        value, path = {"amount": value}, ".amount" + path
+    try:
+        Action.model_validate({**BASE, where: value})
+    except ValueError as exc:
+        assert "not a finite number" in str(exc)
+        assert f"{where}{path}:" in str(exc) or "…" in str(exc)
+    else:
+        raise AssertionError("a non-finite number passed the Action boundary")
+
+
+def test_decimal_non_finite_and_finite_values() -> None:
+    from decimal import Decimal
+
+    for bad in (Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity")):
+        try:
+            Action.model_validate({**BASE, "arguments": {"amount": bad}})
+        except ValueError as exc:
+            assert "arguments.amount" in str(exc)
+        else:
+            raise AssertionError(bad)
+    ok = Action.model_validate({**BASE, "arguments": {"amount": Decimal("1.5"), "x": 1e308, "y": -0.0}})
+    assert ok.arguments["x"] == 1e308
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 400))
+def test_nesting_over_the_limit_is_a_validation_error(depth: int) -> None:
+    from fiveplane._actions import MAX_PAYLOAD_DEPTH
+
+    data = {**BASE, "content": _nested(depth)}
+    if depth <= MAX_PAYLOAD_DEPTH:
+        assert Action.model_validate(data).content == data["content"]
+        return
+    try:
+        Action.model_validate(data)
+    except ValueError as exc:
+        assert f"nested deeper than {MAX_PAYLOAD_DEPTH} levels" in str(exc)
+    else:
+        raise AssertionError(f"depth {depth} passed")
+
+
+def test_hostile_nesting_and_cycles_do_not_recurse() -> None:
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    for value in (deep, cyclic):
+        try:
+            Action.model_validate({**BASE, "content": value})
+        except ValueError as exc:
+            assert "nested deeper than" in str(exc)
+        else:
+            raise AssertionError("accepted")
+
+
+def test_oversized_payloads_are_rejected() -> None:
+    from fiveplane._actions import MAX_PAYLOAD_CHARS
+
+    for data in (
+        {"content": "x" * (MAX_PAYLOAD_CHARS + 1)},
+        {"arguments": {"rows": ["y" * 1024] * (MAX_PAYLOAD_CHARS // 1024 + 1)}},
+    ):
+        try:
+            Action.model_validate({**BASE, **data})
+        except ValueError as exc:
+            assert "larger than 16 MB" in str(exc)
+        else:
+            raise AssertionError("accepted")
+    Action.model_validate({**BASE, "content": "x" * (MAX_PAYLOAD_CHARS // 2)})
+
+
+def test_finding_fields_are_json_and_in_the_decisions_json() -> None:
+    from fiveplane import Finding
+
+    f = Finding(plane="p", code="c", message="m", fields={"host": "acme.example", "n": [1, 2.5, None]})
+    assert f.model_dump(mode="json")["fields"] == {"host": "acme.example", "n": [1, 2.5, None]}
+    assert Finding.model_validate({"plane": "p", "code": "c", "message": "m"}).fields == {}  # records written before
+    for bad in ({"x": float("nan")}, {"x": object()}, {"x": {1: "a"}}):
+        try:
+            Finding(plane="p", code="c", message="m", fields=bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
+    decision = GOV.decide(Action.model_validate({**BASE, "tool": "web.fetch", "arguments": {"url": "https://evil.example/?q=1"}}))
+    assert all("fields" in f for f in decision.to_json()["findings"])
+
+
+# ---- the CLI's JSON input -------------------------------------------------------------------------
+
+
+def _explain(tmp_path: Path, line: str) -> Any:
+    from typer.testing import CliRunner
+
+    from fiveplane._cli import app
+
+    f = tmp_path / "a.jsonl"
+    f.write_text(line + "\n")
+    return CliRunner().invoke(app, ["policy", "explain", "--policy", str(SALES_PACK), "--actions", str(f)])
+
+
+def test_cli_rejects_nan_literals(tmp_path: Path) -> None:
+    for literal in ("NaN", "Infinity", "-Infinity"):
+        head = '{"point": "input", "principal": [{"kind": "user", "id": "u"}], "session_id": "s", "content": '
+        line = head + '{"x": [1, ' + literal + "]}}"
+        result = _explain(tmp_path, line)
+        assert result.exit_code == 2, result.output
+        assert f"a.jsonl:1: not JSON: {literal} is not a JSON value" in result.output
+
+
+def test_cli_rejects_hostile_nesting_with_exit_2(tmp_path: Path) -> None:
+    head = '{"point": "input", "principal": [{"kind": "user", "id": "u"}], "session_id": "s", "content": '
+    result = _explain(tmp_path, head + "[" * 100_000 + "]" * 100_000 + "}")
+    assert result.exit_code == 2, result.output
+    assert "nested too deeply" in result.output and "Traceback" not in result.output
+    result = _explain(tmp_path, head + "[" * 100 + "]" * 100 + "}")
+    assert result.exit_code == 2 and "nested deeper than 64 levels" in result.output

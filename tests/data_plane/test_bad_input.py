@@ -80,7 +80,11 @@ def nested(depth: int) -> Any:
 
 
 def test_deep_nesting_blocks_without_recursion_errors(sales_policy: Any) -> None:
-    r = evaluate(plane(), act("final_output", content=nested(5000)), sales_policy)
+    with pytest.raises(ValueError, match="nested deeper than 64 levels"):
+        act("final_output", content=nested(5000))  # the Action boundary refuses it first
+    # a payload that reached the plane anyway (model_copy does not validate) still blocks
+    deep = act("final_output", content="x").model_copy(update={"content": nested(5000)})
+    r = evaluate(plane(), deep, sales_policy)
     assert Verdict.BLOCK in verdicts(r) and "oversize" in codes(r)
 
 
@@ -97,7 +101,9 @@ def test_deep_nesting_truncated(sales_policy: Any) -> None:
 def test_cycles_block(sales_policy: Any) -> None:
     loop: dict[str, Any] = {"x": "y"}
     loop["self"] = loop
-    r = evaluate(plane(), act("final_output", content=loop), sales_policy)
+    with pytest.raises(ValueError, match="nested deeper than"):
+        act("final_output", content=loop)
+    r = evaluate(plane(), act("final_output", content="x").model_copy(update={"content": loop}), sales_policy)
     assert Verdict.BLOCK in verdicts(r)
 
 

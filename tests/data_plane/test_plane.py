@@ -325,17 +325,22 @@ def test_regex_timeouts_fail_closed(sales_policy: Any) -> None:
     plane = make_plane()
     cc = plane.compiled()
 
-    def analyze(*args: Any, **kwargs: Any) -> Any:
+    def analyze(*args: Any, **kwargs: Any) -> Any:  # what Presidio's PatternRecognizer does on a regex timeout
         logging.getLogger("presidio-analyzer").warning("Regex pattern '%s' timed out after %s seconds, skipping.", "p", 60)
         return []
 
-    real = cc.engine.analyzer.analyze
-    cc.engine.analyzer.analyze = analyze
+    recognizers = cc.engine.recognizers(["CREDIT_CARD"], ())
+    assert recognizers
+    rec = recognizers[0]
+    real = rec.analyze
+    rec.analyze = analyze
     try:
         with pytest.raises(ScanError):
-            cc.engine.analyze("x 4111 1111 1111 1111", ["CREDIT_CARD"], cc.engine.light_artifacts("x"))
+            cc.engine.analyze("x 4111 1111 1111 1111", ["CREDIT_CARD"], cc.engine.light_artifacts("x 4111 1111 1111 1111"))
+        with pytest.raises(ScanError):  # through the plane: the action fails closed
+            cc.detect(["x 4111 1111 1111 1112"], cc.scope(MediationPoint.FINAL_OUTPUT, None, None), [False])
     finally:
-        cc.engine.analyzer.analyze = real
+        rec.analyze = real
 
 
 def test_reveal_is_a_governed_recorded_action(tmp_path: Any) -> None:

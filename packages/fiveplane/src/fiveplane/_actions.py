@@ -10,15 +10,20 @@ and the declared intent. Its JSON form (``model_dump(mode="json")``) is stable: 
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 import rfc8785
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 __all__ = [
+    "MAX_PAYLOAD_CHARS",
+    "MAX_PAYLOAD_DEPTH",
     "Action",
     "ActionClass",
     "MediationPoint",
@@ -86,6 +91,61 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+MAX_PAYLOAD_DEPTH = 64
+"""Deepest nesting of dicts and lists an action's arguments or content may have."""
+MAX_PAYLOAD_CHARS = 16 * 1024 * 1024
+"""Largest size of an action's arguments or content: characters of text and bytes, plus one per
+number, key and container (about 16 MB of JSON)."""
+
+
+def _path(link: tuple[Any, ...] | None) -> str:
+    parts: list[str] = []
+    while link is not None:
+        link, key = link
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{str(key)[:40]}")
+    parts.reverse()
+    return "".join(parts) if len(parts) <= 8 else "".join(parts[:4]) + "…" + "".join(parts[-2:])
+
+
+def check_payload(value: Any, where: str) -> None:
+    """Fail closed on what no plane, ledger or JSON consumer can handle: non-finite numbers (NaN,
+    ±Infinity; RFC 8785 and JSON have none), nesting deeper than :data:`MAX_PAYLOAD_DEPTH` (also a
+    value that contains itself), more than :data:`MAX_PAYLOAD_CHARS`. Raises ``ValueError`` naming
+    the place. Iterative: hostile nesting cannot raise ``RecursionError``. Objects other than
+    dicts, lists, tuples and sets are not entered (adapters convert them to JSON)."""
+    size = 0
+    stack: list[tuple[Any, int, tuple[Any, ...] | None]] = [(value, 0, None)]
+    while stack:
+        v, depth, link = stack.pop()
+        if isinstance(v, str):
+            size += len(v) + 1
+        elif isinstance(v, float):
+            size += 1
+            if not math.isfinite(v):
+                raise ValueError(f"{where}{_path(link)}: {v} is not a finite number (NaN and Infinity are not JSON)")
+        elif isinstance(v, Decimal):
+            size += 1
+            if not v.is_finite():
+                raise ValueError(f"{where}{_path(link)}: {v} is not a finite number (NaN and Infinity are not JSON)")
+        elif isinstance(v, (bytes, bytearray)):
+            size += len(v) + 1
+        elif isinstance(v, (Mapping, list, tuple, set, frozenset)):
+            if depth >= MAX_PAYLOAD_DEPTH:
+                raise ValueError(f"{where}{_path(link)}: nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+            size += 1
+            if isinstance(v, Mapping):
+                for k, item in v.items():
+                    size += len(k) + 1 if isinstance(k, str) else 1
+                    stack.append((item, depth + 1, (link, k)))
+            else:
+                for i, item in enumerate(v):
+                    stack.append((item, depth + 1, (link, i)))
+        else:
+            size += 1
+        if size > MAX_PAYLOAD_CHARS:
+            raise ValueError(f"{where}: larger than {MAX_PAYLOAD_CHARS // (1024 * 1024)} MB")
+
+
 class Action(BaseModel):
     """One step of an agent, judged once by the mediator.
 
@@ -127,6 +187,12 @@ class Action(BaseModel):
     def _non_empty(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("arguments", "content")
+    @classmethod
+    def _payload(cls, value: Any, info: ValidationInfo) -> Any:
+        check_payload(value, str(info.field_name))
         return value
 
     @model_validator(mode="after")

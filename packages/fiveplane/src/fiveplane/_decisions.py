@@ -7,11 +7,13 @@ and always ends in ``block`` (fail closed).
 
 from __future__ import annotations
 
+import hashlib
+import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "Decision",
@@ -21,7 +23,9 @@ __all__ = [
     "ObligationKind",
     "Severity",
     "Verdict",
+    "short_digest",
     "strongest",
+    "value_digest",
 ]
 
 
@@ -85,8 +89,49 @@ class Mode(StrEnum):
     """Record what would have happened, change nothing."""
 
 
+def value_digest(value: str | bytes) -> str:
+    """``sha256:<hex>`` of a value (UTF-8 for text): how findings refer to a value without quoting it."""
+    data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def short_digest(value: str | bytes) -> str:
+    """The first 12 hex digits of :func:`value_digest` (``sha256:1a2b3c4d5e6f``), for messages."""
+    return value_digest(value)[:19]
+
+
+_FIELD_DEPTH = 8
+
+
+def _check_json(value: Any, where: str, depth: int = 0) -> None:
+    if depth > _FIELD_DEPTH:
+        raise ValueError(f"{where}: nested deeper than {_FIELD_DEPTH} levels")
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value} is not a finite number")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{where}: keys must be strings, not {type(k).__name__}")
+            _check_json(v, f"{where}.{k}", depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_json(v, f"{where}[{i}]", depth + 1)
+        return
+    raise ValueError(f"{where}: a {type(value).__name__} is not a JSON value")
+
+
 class Finding(BaseModel):
-    """What one plane found about an action."""
+    """What one plane found about an action.
+
+    ``message`` is for people and never quotes a value the action carries (an address, a path, a
+    URL's query): it names fields, kinds and short digests. ``fields`` holds the same facts for
+    machines (JSON values only: the argument, the host, the rule, ``sha256:`` digests of values).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -97,6 +142,15 @@ class Finding(BaseModel):
     rule_id: str | None = None
     verdict: Verdict | None = None
     """The verdict this finding argues for, if any."""
+    fields: dict[str, Any] = Field(default_factory=dict)
+    """Structured details (JSON values); empty for findings that have none (and in records written
+    before it existed)."""
+
+    @field_validator("fields")
+    @classmethod
+    def _json_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_json(value, "fields")
+        return value
 
 
 class ObligationKind(StrEnum):

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
-from .._actions import Action
+from .._actions import MAX_PAYLOAD_DEPTH, Action
 from .._engine import Governor
 from .._planes._registry import planes_for
 from .._policy._lint import lint_policy
@@ -143,6 +143,23 @@ def test(
         raise typer.Exit(EXIT_FAILED)
 
 
+class _NotJson(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON value (non-finite numbers are rejected)")
+
+
+def _strict_json(line: str) -> Any:
+    """Standard JSON only: ``NaN`` / ``Infinity`` literals (which Python's ``json`` accepts) and
+    nesting too deep to parse are errors, not values."""
+    try:
+        return json.loads(line, parse_constant=_no_constant)
+    except RecursionError:
+        raise _NotJson(f"nested too deeply (an action may nest at most {MAX_PAYLOAD_DEPTH} levels)") from None
+
+
 @app.command()
 def explain(
     policy: Annotated[list[Path], typer.Option("--policy", "-p", help="Policy pack file(s).")],
@@ -170,13 +187,15 @@ def explain(
         if not line.strip():
             continue
         try:
-            parsed.append(Action.model_validate(json.loads(line)))
+            parsed.append(Action.model_validate(_strict_json(line)))
         except json.JSONDecodeError as exc:
             die(f"{actions}:{n}: not JSON: {exc.msg} (column {exc.colno})")
+        except _NotJson as exc:
+            die(f"{actions}:{n}: not JSON: {exc}")
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"]) or "action"
-            die(f"{actions}:{n}: invalid action: {loc}: {first['msg']}")
+            die(f"{actions}:{n}: invalid action: {loc}: {str(first['msg']).removeprefix('Value error, ')}")
     for action in parsed:
         decision = gov.decide(action)
         if fmt == "json":

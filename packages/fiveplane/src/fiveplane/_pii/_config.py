@@ -53,11 +53,11 @@ EntityAction = Literal["block", "redact", "mask", "hash", "pseudonymize", "allow
 
 REWRITING_ACTIONS = frozenset({"redact", "mask", "hash", "pseudonymize"})
 
-SECRET_ENTITIES = ("API_KEY", "PRIVATE_KEY", "JWT", "CONNECTION_STRING")
+SECRET_ENTITIES = ("API_KEY", "PASSWORD", "PRIVATE_KEY", "JWT", "CONNECTION_STRING")
 """Entities of the secrets recognizers (see :mod:`._recognizers`)."""
 
 ENTITY_GROUPS: dict[str, tuple[str, ...]] = {"SECRETS": SECRET_ENTITIES}
-"""Aliases usable as keys of ``entities:``; ``SECRETS: block`` sets all four secret entities."""
+"""Aliases usable as keys of ``entities:``; ``SECRETS: block`` sets all five secret entities."""
 
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION", "DATE_TIME"})
 """Entities that the spaCy NER model produces (``DATE_TIME`` also has a regex recognizer)."""
@@ -428,6 +428,9 @@ class DataPlaneConfig(_Strict):
     recognizers: tuple[CustomRecognizer, ...] = ()
     email_extra_tlds: tuple[str, ...] = RESERVED_TLDS
     ner_skip_fields: tuple[str, ...] = DEFAULT_NER_SKIP_FIELDS
+    parse_json_strings: bool = True
+    """Strings holding a JSON object or array (a tool result as ``json.dumps(rows)``) are parsed and
+    scanned field by field (field rules apply); a rewritten one is serialized again."""
     cache_size: int = Field(default=4096, ge=0)
     """Analysis results kept per process for identical content (0: no cache)."""
     stream_window: int = Field(default=256, ge=32)

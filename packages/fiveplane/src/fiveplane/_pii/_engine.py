@@ -8,7 +8,13 @@
   lower-cased tokens for Presidio's context enhancer. ``full`` keeps everything but the parser.
 * The e-mail recognizer validates domains against tldextract's bundled snapshot (no fetch).
 * Analysis runs in two stages: the cheap regex recognizers on a tokenizer-only document, then NER,
-  batched with ``nlp.pipe``, only on texts that may hold names.
+  batched with ``nlp.pipe``, only on texts that may hold names. NER artifacts are read straight
+  from the spaCy ``Doc`` (entities now, tokens and lemmas only if a context word is looked up).
+* Presidio's context enhancement (context words raising a score) runs only for results below the
+  threshold the caller passes: a result that already passes cannot be changed by it.
+* The phone recognizer is Presidio's (``phonenumbers``' matcher, the same regions and leniency),
+  without the second parse and region lookup per match that only feed the decision-process
+  explanation, and stopping once a region matched the whole value.
 * A regex timeout inside Presidio (which Presidio logs and skips) makes the scan fail closed.
 
 This module imports Presidio and spaCy; it is loaded lazily by the data plane.
@@ -20,15 +26,16 @@ import importlib.util
 import logging
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import phonenumbers
 import spacy
-from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, NlpEngineProvider, NoOpNlpEngine, SpacyNlpEngine
-from presidio_analyzer.predefined_recognizers import EmailRecognizer, SpacyRecognizer
+from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer, SpacyRecognizer
 from presidio_anonymizer import AnonymizerEngine
 
 from ._config import NlpConfig
@@ -153,6 +160,53 @@ class _LazyArtifacts(NlpArtifacts):  # type: ignore[misc]
         return self._load()[3]
 
 
+class _DocArtifacts(_LazyArtifacts):
+    """NER artifacts of a processed spaCy ``Doc``: entities and scores now (what the NER recognizer
+    reads), tokens, lemmas and keywords from the same ``Doc`` only when read (Presidio's
+    ``_doc_to_nlp_artifact`` walks every token of every document up front)."""
+
+    def __init__(self, engine: PresidioEngine, doc: Any) -> None:
+        super().__init__(engine, doc.text)
+        nlp = engine.nlp_engine
+        self._doc = doc
+        self.entities, self.scores = nlp._get_updated_entities(nlp._get_entities(doc), nlp._get_scores_for_entities(doc))
+
+    def _load(self) -> tuple[Any, list[int], list[str], list[str]]:
+        if self._done is None:
+            doc = self._doc
+            lemmas = [t.lemma_ for t in doc] if self._engine.has_lemmas else [t.lower_ for t in doc]
+            keywords = NlpArtifacts.set_keywords(self.nlp_engine, lemmas, self.language)
+            self._done = (doc, [t.idx for t in doc], lemmas, keywords)
+        return self._done
+
+
+class FastPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc]
+    """Presidio's ``PhoneRecognizer`` with the same matches and scores: ``phonenumbers``'
+    ``PhoneNumberMatcher`` per region. It skips Presidio's re-parse of every match without a region
+    and the region lookup (used only for ``analysis_explanation``), and the remaining regions once
+    one of them matched the whole value (a ``phone`` field)."""
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+        spans: dict[tuple[int, int], None] = {}
+        leniency = int(self.leniency if self.leniency is not None else 1)
+        whole = (len(text) - len(text.lstrip()), len(text.rstrip()))
+        for region in self.supported_regions:
+            for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=leniency):
+                spans.setdefault((match.start, match.end))
+            if whole in spans:
+                # the whole value is a phone number: any other region's match lies inside it, with the
+                # same score, and would be dropped as contained (``remove_duplicates``)
+                break
+        meta = {
+            RecognizerResult.RECOGNIZER_NAME_KEY: str(getattr(self, "name", "")),
+            RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+        }
+        results = [
+            RecognizerResult(self.supported_entities[0], a, b, self.SCORE, recognition_metadata=dict(meta)) for a, b in spans
+        ]
+        return list(EntityRecognizer.remove_duplicates(results))
+
+
 class _TimeoutWatch(logging.Filter):
     """Counts Presidio's "regex timed out" warnings per thread (Presidio skips the pattern)."""
 
@@ -209,6 +263,7 @@ class PresidioEngine:
             engine.load()
         self.nlp_engine = engine
         self.ner_available = not isinstance(engine, NoOpNlpEngine)
+        self.has_lemmas = bool(getattr(engine, "has_lemmas", False)) and self.ner_available
         self._tokenizer = engine.nlp[nlp.language] if self.ner_available else spacy.blank(nlp.language)
 
         registry = RecognizerRegistry(supported_languages=[nlp.language])
@@ -217,8 +272,21 @@ class PresidioEngine:
         drop: list[str] = [str(r.name) for r in registry.recognizers if isinstance(r, EmailRecognizer)]  # type: ignore[has-type]
         if not self.ner_available:
             drop += [str(r.name) for r in registry.recognizers if isinstance(r, SpacyRecognizer)]  # type: ignore[has-type]
+        phones = [r for r in registry.recognizers if type(r) is PhoneRecognizer]
+        drop += [str(r.name) for r in phones]  # type: ignore[has-type]
         for rec_name in drop:
             registry.remove_recognizer(rec_name)
+        for phone in phones:
+            registry.add_recognizer(
+                FastPhoneRecognizer(
+                    context=list(phone.context),
+                    supported_language=phone.supported_language,
+                    supported_entity=phone.supported_entities[0],
+                    supported_regions=phone.supported_regions,
+                    leniency=phone.leniency,
+                    name=str(getattr(phone, "name", "PhoneRecognizer")),
+                )
+            )
         for extra in (*secret_recognizers(nlp.language), *supplementary_recognizers(nlp.language)):
             registry.add_recognizer(extra)
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=[nlp.language])
@@ -246,8 +314,21 @@ class PresidioEngine:
         """NER over several texts in one ``nlp.pipe`` batch."""
         if not self.ner_available:
             return [self.light_artifacts(t) for t in texts]
+        nlp = self.nlp_engine.nlp[self.language]
         with self._nlp_lock:
-            return [art for _, art in self.nlp_engine.process_batch(list(texts), language=self.language, batch_size=32)]
+            docs = list(nlp.pipe(list(texts), batch_size=64))
+        return [_DocArtifacts(self, doc) for doc in docs]
+
+    def recognizers(self, entities: Sequence[str], ad_hoc: Sequence[EntityRecognizer]) -> list[EntityRecognizer]:
+        """The registry's recognizers for ``entities`` plus ``ad_hoc`` (as ``AnalyzerEngine.analyze`` picks them)."""
+        found: list[EntityRecognizer] = self.analyzer.registry.get_recognizers(
+            language=self.language, entities=list(entities), all_fields=False, ad_hoc_recognizers=list(ad_hoc) or None
+        )
+        for rec in found:
+            if not rec.is_loaded:
+                rec.load()
+                rec.is_loaded = True
+        return found
 
     # ---- analysis -------------------------------------------------------------------------------
 
@@ -259,17 +340,32 @@ class PresidioEngine:
         *,
         context: Sequence[str] = (),
         ad_hoc: Sequence[EntityRecognizer] = (),
+        recognizers: Sequence[EntityRecognizer] | None = None,
+        needs_context: Callable[[str, float], bool] | None = None,
     ) -> list[Detection]:
+        """What ``AnalyzerEngine.analyze(score_threshold=0)`` returns, except that the context
+        enhancement runs only on results ``needs_context(entity, score)`` says (default: all); a
+        result that already passes its threshold is not looked at again (its score can only rise)."""
         before = _WATCH.count()
-        results = self.analyzer.analyze(
-            text=text,
-            language=self.language,
-            entities=list(entities),
-            nlp_artifacts=artifacts,
-            context=list(context) or None,
-            ad_hoc_recognizers=list(ad_hoc) or None,
-            score_threshold=0.0,
-        )
+        recs = list(recognizers) if recognizers is not None else self.recognizers(entities, ad_hoc)
+        wanted = list(entities)
+        results: list[RecognizerResult] = []
+        for rec in recs:
+            found = rec.analyze(text=text, entities=wanted, nlp_artifacts=artifacts)
+            if not found:
+                continue
+            for r in found:
+                meta = r.recognition_metadata if r.recognition_metadata is not None else {}
+                meta.setdefault(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY, rec.id)
+                meta.setdefault(RecognizerResult.RECOGNIZER_NAME_KEY, str(getattr(rec, "name", "")))
+                r.recognition_metadata = meta
+            results.extend(found)
+        if results:
+            low = results if needs_context is None else [r for r in results if needs_context(r.entity_type, r.score)]
+            if low:
+                keep = [] if needs_context is None else [r for r in results if not needs_context(r.entity_type, r.score)]
+                results = keep + self.analyzer._enhance_using_context(text, low, artifacts, recs, list(context) or None)
+            results = EntityRecognizer.remove_duplicates(results)
         if _WATCH.count() != before:
             raise ScanError("a recognizer's regex timed out: the text could not be fully scanned")
         return [

@@ -13,12 +13,20 @@ import threading
 from collections import Counter
 from typing import Any
 
-from presidio_analyzer import Pattern, PatternRecognizer
+from presidio_analyzer import EntityRecognizer, LocalRecognizer, Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.predefined_recognizers import EmailRecognizer
 
 from ._config import CustomRecognizer
 
-__all__ = ["OfflineEmailRecognizer", "build_custom", "offline_tld_extractor", "secret_recognizers", "supplementary_recognizers"]
+__all__ = [
+    "AssignmentRecognizer",
+    "OfflineEmailRecognizer",
+    "build_custom",
+    "offline_tld_extractor",
+    "secret_recognizers",
+    "secrets_in_field",
+    "supplementary_recognizers",
+]
 
 _SECRET_FLAGS = re.DOTALL | re.MULTILINE  # case matters for key prefixes (AKIA, ghp_, ...)
 
@@ -59,17 +67,6 @@ def _entropy(s: str) -> float:
     return -sum(n / len(s) * math.log2(n / len(s)) for n in counts.values())
 
 
-class _GenericSecretRecognizer(PatternRecognizer):  # type: ignore[misc]
-    """``api_key = "…"``-style assignments whose value looks random (not a word or a placeholder)."""
-
-    def validate_result(self, pattern_text: str) -> bool | None:
-        value = pattern_text.strip("'\"")
-        if len(value) < 12 or _entropy(value) < 3.0:
-            return False
-        classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^A-Za-z0-9]"))
-        return None if classes >= 2 else False  # None keeps the pattern's score
-
-
 class _JwtRecognizer(PatternRecognizer):  # type: ignore[misc]
     """A JWT: its header must decode to a JSON object naming ``alg`` or ``typ``."""
 
@@ -80,6 +77,213 @@ class _JwtRecognizer(PatternRecognizer):  # type: ignore[misc]
         except (binascii.Error, ValueError, UnicodeDecodeError):
             return False
         return None if isinstance(data, dict) and ("alg" in data or "typ" in data) else False
+
+
+# ---- secrets assigned to a key: ``password=…``, ``aws_secret_access_key = …``, ``Authorization: Bearer …``
+
+_ASSIGN = r"""["']?[ \t]*(?P<op>=>|:=|[:=])[ \t]*"""
+"""The operator between a key and its value (``=``, ``:``, ``=>``, ``:=``; JSON / YAML / env / code)."""
+_VALUE = r"""(?:"(?P<dq>[^"\r\n]{1,512}+)"|'(?P<sq>[^'\r\n]{1,512}+)'|(?P<bare>[^\s"'`,;<>{}\[\]()]{1,512}+)(?![(\[]))"""
+"""A quoted value (up to its closing quote) or a bare one (up to white space or punctuation; a
+bare value followed by ``(`` or ``[`` is code, not a literal)."""
+_META = (
+    r"(?!(?:[\w.-]{0,40}?[_.-])?(?:policy|hint|length|len|min|max|count|required|reset|expir\w*|changed|updated|created|rules?|"
+    r"strength|field|label|prompt|type|format|pattern|regex|algorithm|enabled|mode|url|uri|file|path|name|id|ref|arn|"
+    r"version|rotation|rate|ratio|percent|score|threshold|status|result|fail\w*|through|level|grade)(?![A-Za-z]))"
+)
+"""Not when the key names something *about* the secret (``password_policy``, ``secret_name``, ``token_count``)."""
+_PASSWORD_KEY = (
+    r"(?:password|passwd|passphrase|(?<![A-Za-z])pass(?![A-Za-z])|secret(?!(?:[_.-]?access[_.-]?key)))(?-i:(?![a-z]))"
+    + _META
+    + r"[\w.-]{0,40}"
+)
+_API_KEY_KEY = (
+    r"(?:api[_.-]?key|apikey|api[_.-]?token|access[_.-]?token|auth[_.-]?token|refresh[_.-]?token|private[_.-]?key|"
+    r"(?<![A-Za-z])pwd(?![A-Za-z])|credentials?(?-i:(?![a-z]))|"
+    r"(?<!page[_.-])(?<!next[_.-])(?<!cursor[_.-])(?<!continuation[_.-])(?<!sync[_.-])(?<!resume[_.-])"
+    r"(?<![A-Za-z])token(?-i:(?![a-z])))" + _META + r"[\w.-]{0,40}"
+)
+_AWS_SECRET_KEY = r"(?:aws[_.-]?)?secret[_.-]?access[_.-]?key(?:[_.-]?id)?|aws[_.-]?secret(?:[_.-]?key)?"
+_ASSIGNMENTS: tuple[tuple[str, str, re.Pattern[str], float], ...] = (
+    # (entity, name, regex with a value group, score) in order of precedence: one detection per value
+    (
+        "API_KEY",
+        "aws-secret-access-key",
+        re.compile(rf"(?i:{_AWS_SECRET_KEY}){_ASSIGN}[\"']?(?P<bare>[A-Za-z0-9/+=]{{40}}+)(?![A-Za-z0-9/+=])"),
+        0.95,
+    ),
+    (
+        "API_KEY",
+        "authorization-header",
+        re.compile(
+            r"(?i:\b(?:proxy-)?authorization)[\"']?[ \t]*[:=][ \t]*[\"']?(?i:bearer|token|basic|apikey|api-key|sso-key)[ \t]+"
+            r"(?P<bare>[A-Za-z0-9\-._~+/]{8,4096}+=*)"
+        ),
+        0.95,
+    ),
+    ("API_KEY", "bearer-token", re.compile(r"(?i:\bbearer)[ \t]+(?P<bare>[A-Za-z0-9\-._~+/]{16,4096}+=*)"), 0.85),
+    ("PASSWORD", "password-assignment", re.compile(rf"(?i:{_PASSWORD_KEY}){_ASSIGN}{_VALUE}"), 0.85),
+    ("API_KEY", "secret-assignment", re.compile(rf"(?i:{_API_KEY_KEY}){_ASSIGN}{_VALUE}"), 0.7),
+)
+_NOT_A_SECRET = frozenset(
+    [
+        "none",
+        "null",
+        "nil",
+        "true",
+        "false",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "undefined",
+        "required",
+        "optional",
+        "empty",
+        "hidden",
+        "redacted",
+        "masked",
+        "removed",
+        "unknown",
+        "n/a",
+        "na",
+        "tbd",
+        "todo",
+        "reset",
+        "expired",
+        "invalid",
+        "incorrect",
+        "wrong",
+        "provided",
+        "missing",
+        "set",
+        "unset",
+        "changed",
+        "please",
+        "here",
+        "below",
+        "above",
+        "see",
+        "same",
+        "default",
+        "string",
+        "str",
+        "text",
+        "value",
+        "secret",
+        "password",
+        "passwd",
+    ]
+)
+_REFERENCE = re.compile(
+    r"""^(?:\$\{?[A-Za-z_]|\{\{|%\(|<[A-Za-z_ -]*>$|\[[A-Z_ -]*\]$|(?:os\.environ|os\.getenv|process\.env|env\(|getenv\(|vault:|secretsmanager:|ssm:|arn:aws:secretsmanager))"""
+)
+_CODE_REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_RANDOM_MIN = 12
+_ASSIGNMENT_RECOGNIZER = "fiveplane-secret-assignments"
+
+
+def _classes(value: str) -> int:
+    return sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^A-Za-z0-9]"))
+
+
+def _placeholder(value: str) -> bool:
+    v = value.strip()
+    if not v or v.lower() in _NOT_A_SECRET or len(set(v)) == 1 or _REFERENCE.match(v):
+        return True
+    return v.startswith("<") and v.endswith(">")  # our own placeholders, <your-password>
+
+
+class AssignmentRecognizer(LocalRecognizer):  # type: ignore[misc]
+    """Secrets assigned to a key, the value only (the key stays readable):
+
+    * ``API_KEY``: ``aws_secret_access_key = …`` (40 characters), ``Authorization: Bearer|Basic|Token …``,
+      ``Bearer …``, and ``api_key`` / ``access_token`` / ``auth_token`` / ``private_key`` / ``token`` /
+      ``credentials`` / ``pwd`` assignments whose value looks random (12+ characters, entropy, two
+      character classes);
+    * ``PASSWORD``: ``password`` / ``passwd`` / ``passphrase`` / ``pass`` / ``secret`` (with prefixes
+      and suffixes: ``DB_PASSWORD``, ``client_secret``) assigned any value that is not a placeholder
+      (``****``, ``${VAR}``, ``<password>``, ``null``, ...); a bare (unquoted) value after ``:`` needs
+      two character classes (``hunter2``), so prose such as ``password: please reset it`` is not a
+      secret, while ``secret=opensesame`` (config, environment, URL query) is.
+
+    Written with Python ``re`` (atomic groups, bounded quantifiers: linear time), one detection per
+    value, the first pattern of :data:`_ASSIGNMENTS` winning.
+    """
+
+    def __init__(self, supported_language: str = "en") -> None:
+        super().__init__(
+            supported_entities=["API_KEY", "PASSWORD"], name=_ASSIGNMENT_RECOGNIZER, supported_language=supported_language
+        )
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
+        wanted = set(entities or self.supported_entities)
+        out: list[RecognizerResult] = []
+        taken: list[tuple[int, int]] = []
+        for entity, name, pattern, score in _ASSIGNMENTS:
+            if entity not in wanted:
+                continue
+            for m in pattern.finditer(text):
+                group = next(g for g in ("dq", "sq", "bare") if g in pattern.groupindex and m.group(g) is not None)
+                value, (start, end) = m.group(group), m.span(group)
+                op = m.group("op") if "op" in pattern.groupindex else ""
+                if any(s < end and start < e for s, e in taken) or not self._plausible(entity, name, value, group, op):
+                    continue
+                taken.append((start, end))
+                out.append(
+                    RecognizerResult(
+                        entity,
+                        start,
+                        end,
+                        score,
+                        recognition_metadata={
+                            RecognizerResult.RECOGNIZER_NAME_KEY: _ASSIGNMENT_RECOGNIZER,
+                            RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+                            "pattern_name": name,
+                        },
+                    )
+                )
+        return out
+
+    @staticmethod
+    def _plausible(entity: str, name: str, value: str, group: str, op: str) -> bool:
+        if _placeholder(value):
+            return False
+        if name in ("aws-secret-access-key", "authorization-header"):
+            return True
+        if name == "bearer-token":
+            return not value.startswith("eyJ") and _classes(value) >= 2  # a JWT is the JWT recognizer's
+        if entity == "PASSWORD":
+            if group != "bare":
+                return len(value) >= 3
+            if len(value) < 4 or _CODE_REFERENCE.match(value):
+                return False
+            # `secret=opensesame` (config, env, URL) is a secret; `password: please reset it` is prose
+            return op != ":" or _classes(value) >= 2
+        # API_KEY assignment: random-looking values only
+        return len(value) >= _RANDOM_MIN and _entropy(value) >= 3.0 and _classes(value) >= 2
+
+
+_ASSIGNMENT = AssignmentRecognizer()
+_SECRET_FIELD = re.compile(r"(?i)pass|secret|key|token|auth|credential|pwd")
+
+
+def secrets_in_field(field: str, value: str, entities: frozenset[str] | set[str]) -> list[tuple[str, int, int, float]]:
+    """Secrets of a value by the name of the field holding it (``{"password": "hunter2"}``,
+    ``{"headers": {"Authorization": "Bearer …"}}``): the value is judged as if written
+    ``field="value"`` (``field: value`` when it holds quotes or line breaks); (entity, start, end,
+    score) in the value's coordinates."""
+    if not field or len(field) > 64 or not _SECRET_FIELD.search(field) or not value.strip():
+        return []
+    quoted = '"' not in value and "\n" not in value and "\r" not in value
+    prefix = f'{field}="' if quoted else f"{field}: "
+    probe = prefix + value + ('"' if quoted else "")
+    found = _ASSIGNMENT.analyze(probe, [e for e in ("API_KEY", "PASSWORD") if e in entities])
+    n = len(prefix)
+    return [(r.entity_type, r.start - n, r.end - n, float(r.score)) for r in found if r.start >= n and r.end <= n + len(value)]
 
 
 _API_KEY_PATTERNS = [
@@ -98,12 +302,6 @@ _API_KEY_PATTERNS = [
     Pattern("pypi-token", r"\bpypi-[A-Za-z0-9_-]{50,}", 0.95),
     Pattern("huggingface-token", r"\bhf_[A-Za-z0-9]{34,}\b", 0.9),
 ]
-_GENERIC_SECRET = Pattern(
-    "secret-assignment",
-    r"(?i)(?<=\b(?:api[_-]?key|apikey|secret[_-]?key|client[_-]?secret|access[_-]?token|auth[_-]?token|"
-    r"bearer|password|passwd|pwd|private[_-]?key)[\"']?\s*(?:[:=]|=>)?\s*[\"']?)[A-Za-z0-9_\-+/=.~!@#$%^&*]{12,256}",
-    0.7,
-)
 _PRIVATE_KEY = Pattern(
     "pem-private-key",
     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|.*\Z)",
@@ -132,8 +330,8 @@ _CONNECTION = [
 ]
 
 
-def secret_recognizers(language: str = "en") -> list[PatternRecognizer]:
-    """Recognizers of API_KEY, PRIVATE_KEY, JWT and CONNECTION_STRING."""
+def secret_recognizers(language: str = "en") -> list[EntityRecognizer]:
+    """Recognizers of API_KEY, PASSWORD, PRIVATE_KEY, JWT and CONNECTION_STRING."""
     return [
         PatternRecognizer(
             "API_KEY",
@@ -142,13 +340,7 @@ def secret_recognizers(language: str = "en") -> list[PatternRecognizer]:
             patterns=_API_KEY_PATTERNS,
             global_regex_flags=_SECRET_FLAGS,
         ),
-        _GenericSecretRecognizer(
-            "API_KEY",
-            name="fiveplane-secret-assignments",
-            supported_language=language,
-            patterns=[_GENERIC_SECRET],
-            global_regex_flags=_SECRET_FLAGS,
-        ),
+        AssignmentRecognizer(language),
         PatternRecognizer(
             "PRIVATE_KEY",
             name="fiveplane-private-keys",

@@ -33,14 +33,16 @@ from ._config import (
 from ._crypto import TOKEN_RE, KeyHasher, Keyring, MissingKeyError, Pseudonymizer
 from ._engine import Detection, PresidioEngine
 from ._minimize import field_matches, minimize
-from ._recognizers import OfflineEmailRecognizer, build_custom
+from ._normalize import Normalized, canonical, normalize
+from ._recognizers import OfflineEmailRecognizer, build_custom, secrets_in_field
 from ._walk import Issue, Leaf, Walk, rebuild, walk
 
-__all__ = ["CompiledConfig", "EntityPolicy", "Report", "Scope", "scan_action", "scan_text"]
+__all__ = ["CompiledConfig", "EntityPolicy", "Report", "Scope", "redact_value", "scan_action", "scan_text"]
 
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]{0,39}(?:#[A-Za-z0-9_-]{22,4096}|:h:[0-9a-f]{20})?>")
 """Our own output (``<TYPE>``, pseudonym tokens, keyed hashes): never re-detected."""
 _SECRETS = frozenset(SECRET_ENTITIES)
+_FIELD_SECRETS = frozenset({"API_KEY", "PASSWORD"})
 _COMPANY = re.compile(
     r"\b(?:inc|incorporated|corp|corporation|company|ltd|limited|llc|llp|plc|gmbh|ag|sas|bv|nv|group|holdings)\.?$",
     re.IGNORECASE,
@@ -89,6 +91,14 @@ class Scope:
     ner_entities: frozenset[str]
     missing_ner: frozenset[str]
     """Entities only NER finds, which this engine cannot (no model installed)."""
+    threshold_key: tuple[tuple[str, float], ...] = ()
+    """The thresholds of the scope (part of the analysis cache key: the context enhancement
+    depends on them)."""
+
+    def below_threshold(self, entity: str, score: float) -> bool:
+        """May context words still matter for this result? (Only when it does not pass yet.)"""
+        pol = self.entities.get(entity)
+        return pol is not None and score < pol.threshold
 
 
 class _LRU:
@@ -152,6 +162,7 @@ class CompiledConfig:
             for r in config.all_rules
         ]
         self._scopes: dict[tuple[Any, ...], Scope] = {}
+        self._recs: dict[tuple[str, ...], list[Any]] = {}
         self._scopes_lock = threading.Lock()
         self.cache = _LRU(config.cache_size)
         self._keys = keys
@@ -275,27 +286,47 @@ class CompiledConfig:
             pattern_entities=names & self.pattern_entities,
             ner_entities=names & self.engine.ner_entities,
             missing_ner=(names & NER_ENTITIES) - self.engine.ner_entities - self.pattern_entities,
+            threshold_key=tuple(sorted((k, v.threshold) for k, v in active.items())),
         )
 
     # ---- analysis -----------------------------------------------------------------------------
 
     def detect(
-        self, texts: Sequence[str], scope: Scope, ner: Sequence[bool], *, stages: tuple[str, ...] = ("regex", "ner")
+        self,
+        texts: Sequence[str],
+        scope: Scope,
+        ner: Sequence[bool],
+        *,
+        stages: tuple[str, ...] = ("regex", "ner"),
+        fields: Sequence[str] | None = None,
+        normalized: Sequence[Normalized] | None = None,
     ) -> list[list[Detection]]:
-        """Detections per text (thresholds, allow lists and our placeholders applied)."""
+        """Detections per text (thresholds, allow lists and our placeholders applied), in the
+        coordinates of ``texts``. Each text is normalized first (:mod:`._normalize`: percent-decoding,
+        invisible characters, NFKC); detections on the normalized text map back to the whole
+        original span they came from. ``fields``: the field name holding each text (a value of a
+        ``password`` or ``api_key`` field is judged as assigned to it)."""
+        norms = list(normalized) if normalized is not None else [normalize(t) for t in texts]
+        texts = [n.text for n in norms]
         raw: list[list[Detection]] = [[] for _ in texts]
         if "regex" in stages and scope.pattern_entities:
+            secret_keys = scope.pattern_entities & _FIELD_SECRETS
             for i, text in enumerate(texts):
                 subset = _candidates(text, scope.pattern_entities)
                 if subset:
-                    raw[i].extend(self._cached("regex", text, subset, scope.context, lambda t, s: self.engine.light_artifacts(t)))
+                    raw[i].extend(self._regex(text, subset, scope))
+                if fields is not None and secret_keys and fields[i]:
+                    raw[i].extend(
+                        Detection(e, s, end, score, "fiveplane-secret-fields")
+                        for e, s, end, score in secrets_in_field(fields[i], text, secret_keys)
+                    )
         if "ner" in stages and scope.ner_entities:
             want = sorted(scope.ner_entities)
             todo: dict[str, list[int]] = {}
             for i, text in enumerate(texts):
                 if not ner[i]:
                     continue
-                key = ("ner", _digest(text), tuple(want), scope.context)
+                key = ("ner", _digest(text), tuple(want), scope.context, scope.threshold_key)
                 hit = self.cache.get(key)
                 if hit is not None:
                     raw[i].extend(hit)
@@ -304,26 +335,49 @@ class CompiledConfig:
             if todo:
                 batch = list(todo)
                 for text, art in zip(batch, self.engine.ner_artifacts(batch), strict=True):
-                    found = self.engine.analyze(text, want, art, context=scope.context, ad_hoc=self.ad_hoc)
+                    found = self.engine.analyze(
+                        text,
+                        want,
+                        art,
+                        context=scope.context,
+                        recognizers=self._recognizers(tuple(want)),
+                        needs_context=scope.below_threshold,
+                    )
                     found = [d for d in found if d.entity in scope.ner_entities]
-                    self.cache.put(("ner", _digest(text), tuple(want), scope.context), found)
+                    self.cache.put(("ner", _digest(text), tuple(want), scope.context, scope.threshold_key), found)
                     for i in todo[text]:
                         raw[i].extend(found)
-        return [self._filter(text, dets, scope) for text, dets in zip(texts, raw, strict=True)]
+        out: list[list[Detection]] = []
+        for norm, dets in zip(norms, raw, strict=True):
+            kept = self._filter(norm.text, dets, scope)
+            if norm.changed and kept:
+                kept = [Detection(d.entity, *norm.span(d.start, d.end), d.score, d.recognizer) for d in kept]
+            out.append(kept)
+        return out
 
-    def _cached(
-        self,
-        stage: str,
-        text: str,
-        entities: Sequence[str],
-        context: tuple[str, ...],
-        artifacts: Callable[[str, Sequence[str]], Any],
-    ) -> list[Detection]:
-        key = (stage, _digest(text), tuple(entities), context)
+    def _recognizers(self, entities: tuple[str, ...]) -> list[Any]:
+        hit = self._recs.get(entities)
+        if hit is None:
+            hit = self.engine.recognizers(entities, self.ad_hoc)
+            with self._scopes_lock:
+                if len(self._recs) < 4096:
+                    self._recs[entities] = hit
+        return hit
+
+    def _regex(self, text: str, entities: Sequence[str], scope: Scope) -> list[Detection]:
+        """The regex stage on one text (cached by its digest, the entities, context words and thresholds)."""
+        key = ("regex", _digest(text), tuple(entities), scope.context, scope.threshold_key)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        found = self.engine.analyze(text, entities, artifacts(text, entities), context=context, ad_hoc=self.ad_hoc)
+        found = self.engine.analyze(
+            text,
+            entities,
+            self.engine.light_artifacts(text),
+            context=scope.context,
+            recognizers=self._recognizers(tuple(entities)),
+            needs_context=scope.below_threshold,
+        )
         found = [d for d in found if d.entity in entities]
         self.cache.put(key, found)
         return found
@@ -370,11 +424,21 @@ def _candidates(text: str, entities: Iterable[str]) -> list[str]:
 
 _KEY_HINT = re.compile(
     r"AKIA|ASIA|ABIA|ACCA|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|hooks\.slack|[sr]k_(?:live|test)_|sk-|AIza|SG\.|npm_|pypi-|hf_"
-    r"|(?i:key|secret|token|bearer|passw|pwd)"
+    r"|(?i:key|secret|token|bearer|passw|pwd|authoriz|credential)"
 )
+_PASS_HINT = re.compile(r"(?i:pass|secret)")
+_NOT_A_PHONE = re.compile(
+    r"\s*(?:\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
+    r"|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+    r"|[0-9a-f]{32,}|[0-9A-F]{32,}"
+    r"|[A-Za-z][A-Za-z0-9]*(?:[_-][A-Za-z][A-Za-z0-9]*)*[_-]\d{1,9})\s*\Z"
+)
+"""A whole value shaped as an ISO date / timestamp, a UUID, a hex digest or a prefixed identifier
+(``ACC-10442``, ``usr_12345678``) is not scanned for phone numbers: ``phonenumbers`` reads many of
+them as numbers of some region (false positives) and matching them is the costliest recognizer."""
 _NEEDS: dict[str, Callable[[str, int], bool]] = {
     "EMAIL_ADDRESS": lambda t, d: "@" in t,
-    "PHONE_NUMBER": lambda t, d: d >= 5,
+    "PHONE_NUMBER": lambda t, d: d >= 5 and _NOT_A_PHONE.match(t) is None,
     "CREDIT_CARD": lambda t, d: d >= 12,
     "IBAN_CODE": lambda t, d: d >= 2 and len(t) >= 15,
     "US_SSN": lambda t, d: d >= 9,
@@ -390,6 +454,7 @@ _NEEDS: dict[str, Callable[[str, int], bool]] = {
     "PRIVATE_KEY": lambda t, d: "PRIVATE KEY" in t or "PuTTY" in t,
     "CONNECTION_STRING": lambda t, d: "://" in t or "=" in t,
     "API_KEY": lambda t, d: len(t) >= 12 and (_KEY_HINT.search(t) is not None),
+    "PASSWORD": lambda t, d: len(t) >= 6 and (_PASS_HINT.search(t) is not None),
     "CRYPTO": lambda t, d: len(t) >= 26 and d >= 1,
 }
 
@@ -435,25 +500,27 @@ class _Ops:
             char, keep = pol.mask_char, pol.keep_last
             return OperatorConfig(
                 "custom",
-                {
-                    "lambda": lambda v: (
-                        char * max(0, len(v) - keep) + v[max(0, len(v) - keep) :] if len(v) > keep else char * len(v)
-                    )
-                },
+                {"lambda": lambda v: _mask(canonical(v), char, keep)},
             )
         if pol.action == "hash":
             if self._hasher is None:
                 self._hasher = self.cc.hasher()
             hasher = self._hasher
-            return OperatorConfig("custom", {"lambda": lambda v: hasher.hash(entity, v)})
+            return OperatorConfig("custom", {"lambda": lambda v: hasher.hash(entity, canonical(v))})
         pseudo, sid = self.pseudo(), self.session_id
-        return OperatorConfig("custom", {"lambda": lambda v: pseudo.token(entity, v, sid)})
+        return OperatorConfig("custom", {"lambda": lambda v: pseudo.token(entity, canonical(v), sid)})
 
     def apply(self, text: str, dets: Sequence[Detection], ops: Mapping[str, OperatorConfig]) -> str:
         if not dets:
             return text
         results = [RecognizerResult(d.entity, d.start, d.end, d.score) for d in dets]
         return str(self.cc.engine.anonymizer.anonymize(text=text, analyzer_results=results, operators=dict(ops)).text)
+
+
+def _mask(value: str, char: str, keep: int) -> str:
+    if len(value) <= keep:
+        return char * len(value)
+    return char * (len(value) - keep) + value[len(value) - keep :]
 
 
 # ---- the report --------------------------------------------------------------------------------
@@ -535,16 +602,7 @@ def scan_action(
             continue
         if name == "content" and value is None:
             continue
-        w = walk(
-            value,
-            max_text_chars=limits.max_text_chars,
-            max_total_chars=max(1, budget),
-            max_depth=limits.max_depth,
-            max_leaves=limits.max_leaves,
-            base64_min_chars=limits.base64_min_chars,
-            label_keys=label_keys,
-            root=root,
-        )
+        w = _walk(cc, value, budget=budget, label_keys=label_keys, root=root)
         budget -= w.total_chars
         walks[name] = w
     cut = _issues(report, scope, [i for w in walks.values() for i in w.issues])
@@ -577,7 +635,9 @@ def scan_action(
             )
 
     # 5. cheap stage (regex) first; NER (batched) only if the action is not already blocked
-    dets = cc.detect(texts, scope, [False] * len(texts), stages=("regex",))
+    fields = [leaf.field if not leaf.is_key else "" for _, leaf in leaves]
+    norms = [normalize(t) for t in texts]
+    dets = cc.detect(texts, scope, [False] * len(texts), stages=("regex",), fields=fields, normalized=norms)
     cheap_block = bool(report.blocks) or (
         not reveal_out and any(scope.entities[d.entity].action == "block" for found in dets for d in found)
     )
@@ -588,7 +648,7 @@ def scan_action(
         if any(ner_flags) and scope.missing_ner:
             report.notes.append(("ner_unavailable", f"{', '.join(sorted(scope.missing_ner))} not scanned: {cc.engine.warning}"))
         if any(ner_flags) and scope.ner_entities:
-            ner = cc.detect(texts, scope, ner_flags, stages=("ner",))
+            ner = cc.detect(texts, scope, ner_flags, stages=("ner",), normalized=norms)
             dets = [_merge(a, b) if b else a for a, b in zip(dets, ner, strict=True)]
     _decide_blocks(report, scope, action, leaves, dets, reveal_out)
 
@@ -624,6 +684,42 @@ def scan_action(
         if report.minimized and not report.blocked:
             report.modified_arguments = dict(arguments)
     return report
+
+
+def _walk(cc: CompiledConfig, value: Any, *, budget: int, label_keys: frozenset[str], root: str) -> Walk:
+    limits = cc.config.limits
+    return walk(
+        value,
+        max_text_chars=limits.max_text_chars,
+        max_total_chars=max(1, budget),
+        max_depth=limits.max_depth,
+        max_leaves=limits.max_leaves,
+        base64_min_chars=limits.base64_min_chars,
+        label_keys=label_keys,
+        root=root,
+        parse_json=cc.config.parse_json_strings,
+    )
+
+
+def redact_value(cc: CompiledConfig, scope: Scope, value: Any, session_id: str | None) -> Any:
+    """``value`` (any text or JSON-like value) as the evidence may keep it under ``scope``: every
+    detected value rewritten (``hash`` / ``pseudonymize`` with the keys, ``<TYPE>`` without them) or
+    redacted to ``<TYPE>`` (``block`` and ``allow`` entities too), except in ``evidence_keep`` fields
+    (secrets are redacted there as well); what cannot be scanned becomes a marker. Never raises for
+    what the data carries (a scan failure raises; the caller stores a digest instead)."""
+    w = _walk(cc, value, budget=cc.config.limits.max_total_chars, label_keys=frozenset(), root="")
+    leaves = [("content", leaf) for leaf in w.leaves]
+    texts = [leaf.text for _, leaf in leaves]
+    fields = [leaf.field if not leaf.is_key else "" for _, leaf in leaves]
+    dets = cc.detect(texts, scope, [may_hold_names(leaf, scope) for _, leaf in leaves], fields=fields) if texts else []
+    report = Report(scope=scope)
+    tokens: list[list[tuple[str, str]]] = [[] for _ in texts]
+    ops = _Ops(cc, session_id)
+    try:
+        _, ev = _rewrite(cc, scope, ops, leaves, dets, tokens, report, True)
+    except MissingKeyError:
+        _, ev = _rewrite(cc, scope, ops, leaves, dets, tokens, report, True, evidence_only=True)
+    return rebuild(w.skeleton, w.leaves, ev["content"], cut=True)
 
 
 def _where(action: Action) -> str:
@@ -743,7 +839,7 @@ def _rewrite(
         ev_dets = [d for d in found if not keep or d.entity in _SECRETS or d in rewrite]
         ev_ops = {d.entity: op(d.entity, evidence=True) for d in ev_dets}
         ev_text = ops.apply(leaf.text, ev_dets, ev_ops)
-        if ev_text != leaf.original or marker or leaf.sanitized:
+        if ev_text != leaf.text or marker or leaf.sanitized:
             ev[name][leaf.index] = ev_text + marker
         if evidence_only or reveal_out:
             if marker or leaf.sanitized:

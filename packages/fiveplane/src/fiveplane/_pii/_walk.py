@@ -1,11 +1,16 @@
 """Walking a payload (tool arguments, a result, documents) into scannable text leaves, and back.
 
 :func:`walk` turns any JSON-like value into a skeleton plus a list of :class:`Leaf` texts (string
-values, numbers, dict keys, UTF-8 bytes, the decoded text of base64 blobs) and a list of
+values, numbers, dict keys, UTF-8 bytes, the decoded text of base64 blobs, the values inside strings
+that hold a JSON object or array) and a list of
 :class:`Issue` for what cannot be scanned as it is: strings over the size cap, nesting too deep,
 too many leaves, binary data, cycles, values of unknown types, text that is not valid Unicode.
 Nothing is skipped silently: every issue is decided by the scanner (block, or cut with a marker),
-and :func:`rebuild` puts the (rewritten) leaves back into the original shape.
+and :func:`rebuild` puts the (rewritten) leaves back into the original shape (a JSON string whose
+values changed is serialized again; an unchanged one is kept byte for byte).
+
+A tool result is often a JSON *string* (``json.dumps(rows)``): parsed, its fields get the per-field
+treatment (``ner_skip_fields``, ``evidence_keep``, field names in findings) instead of one long text.
 
 No recursion beyond ``max_depth``, so hostile nesting cannot raise ``RecursionError``.
 """
@@ -17,6 +22,7 @@ import binascii
 import dataclasses
 import datetime as _dt
 import enum
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -83,6 +89,23 @@ class _DictNode:
 
 
 @dataclass
+class _JsonNode:
+    """A string holding JSON, walked as its parsed value."""
+
+    inner: Any
+    original: str
+    first: int
+    """Leaves ``first <= index < end`` come from this string."""
+    end: int
+    cut: bool
+    """Something inside was cut (truncate / strip): the string must be rebuilt."""
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+@dataclass
 class Walk:
     skeleton: Any
     leaves: list[Leaf] = field(default_factory=list)
@@ -102,7 +125,9 @@ class _Walker:
         max_leaves: int,
         base64_min_chars: int,
         label_keys: frozenset[str],
+        parse_json: bool = True,
     ) -> None:
+        self.parse_json = parse_json
         self.max_text = max_text_chars
         self.max_total = max_total_chars
         self.max_depth = max_depth
@@ -142,7 +167,11 @@ class _Walker:
         self.out.leaves.append(leaf)
         return _LeafRef(leaf.index)
 
-    def _string(self, value: str, path: str, fieldname: str) -> _LeafRef | Cut:
+    def _string(self, value: str, path: str, fieldname: str, depth: int) -> Any:
+        if self.parse_json and len(value) >= 2 and value[0] in "{[ \t\r\n" and len(value) <= self.max_text:
+            parsed = self._json(value, path, fieldname, depth)
+            if parsed is not None:
+                return parsed
         if len(value) >= self.b64_min:
             blob = _as_base64(value)
             if blob is not None:
@@ -153,13 +182,26 @@ class _Walker:
                 return self._leaf(path, fieldname, text, value, origin="base64", b64_prefix=prefix)
         return self._leaf(path, fieldname, value, value)
 
+    def _json(self, value: str, path: str, fieldname: str, depth: int) -> _JsonNode | None:
+        text = value.strip()
+        if not text or (text[0], text[-1]) not in (("{", "}"), ("[", "]")):
+            return None
+        try:
+            parsed = json.loads(text, parse_constant=_no_constants)
+        except (ValueError, RecursionError):
+            return None  # not JSON (or hostile nesting): scanned as text
+        first, issues = len(self.out.leaves), len(self.out.issues)
+        inner = self.node(parsed, path, fieldname, depth)
+        cut = any(i.kind != "invalid_text" for i in self.out.issues[issues:])
+        return _JsonNode(inner, value, first, len(self.out.leaves), cut)
+
     # ---- structure ---------------------------------------------------------------------------
 
     def node(self, value: Any, path: str, fieldname: str, depth: int) -> Any:
         if value is None or isinstance(value, bool):
             return value
         if isinstance(value, str):
-            return self._string(value, path, fieldname)
+            return self._string(value, path, fieldname, depth)
         if isinstance(value, int):
             return self._leaf(path, fieldname, str(value), value, origin="int")
         if isinstance(value, float):
@@ -230,6 +272,7 @@ def walk(
     base64_min_chars: int = 256,
     label_keys: frozenset[str] = frozenset(),
     root: str = "",
+    parse_json: bool = True,
 ) -> Walk:
     """Walk ``value`` into leaves and issues (see the module docstring)."""
     w = _Walker(
@@ -239,6 +282,7 @@ def walk(
         max_leaves=max_leaves,
         base64_min_chars=base64_min_chars,
         label_keys=label_keys,
+        parse_json=parse_json,
     )
     w.out.skeleton = w.node(value, root, root, 0)
     return w.out
@@ -262,6 +306,10 @@ def rebuild(skeleton: Any, leaves: list[Leaf], replacements: Mapping[int, str], 
             if leaf.origin == "base64":
                 return leaf.b64_prefix + base64.b64encode(new.encode("utf-8")).decode("ascii")
             return new
+        if isinstance(node, _JsonNode):
+            if not (node.cut and cut) and not any(i in replacements for i in range(node.first, node.end)):
+                return node.original
+            return _dumps(build(node.inner), node.original)
         if isinstance(node, Cut):
             if not cut:
                 raise ValueError(f"unscannable data at {node.issue.path}: {node.issue.detail}")
@@ -281,6 +329,14 @@ def rebuild(skeleton: Any, leaves: list[Leaf], replacements: Mapping[int, str], 
         return node
 
     return build(skeleton)
+
+
+def _dumps(value: Any, original: str) -> str:
+    """JSON text of a rewritten value, in the layout of the string it came from (indented or not,
+    compact separators or not)."""
+    indent = 2 if "\n" in original.strip() else None
+    compact = indent is None and '": ' not in original and ", " not in original
+    return json.dumps(value, ensure_ascii=False, indent=indent, separators=(",", ":") if compact else None)
 
 
 def _has_surrogates(text: str) -> bool:

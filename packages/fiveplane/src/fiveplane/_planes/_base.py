@@ -75,8 +75,17 @@ class PlaneResult:
         verdict: Verdict | None = None,
         severity: Severity = Severity.INFO,
         rule_id: str | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> Finding:
-        finding = Finding(plane=self.plane, code=code, message=message, severity=severity, verdict=verdict, rule_id=rule_id)
+        finding = Finding(
+            plane=self.plane,
+            code=code,
+            message=message,
+            severity=severity,
+            verdict=verdict,
+            rule_id=rule_id,
+            fields=fields or {},
+        )
         self.findings.append(finding)
         return finding
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 import re
 import threading
@@ -447,7 +448,7 @@ class DataPlane(BasePlane):
         reveal.__name__ = "reveal"
         return governor.govern(reveal, tool=name)
 
-    def redact_text(
+    def rewrite_text(
         self,
         text: str,
         *,
@@ -457,11 +458,93 @@ class DataPlane(BasePlane):
         connector: str | None = None,
         session_id: str | None = None,
     ) -> str:
-        """Redact one text under the data rules (no decision, no evidence): for previews and tests.
-        Raises ``StreamBlocked`` if the text carries a value whose action is ``block``."""
+        """One text as the next step would receive it under the data rules (no decision, no
+        evidence): for previews and tests. Raises ``StreamBlocked`` if the text carries a value
+        whose action is ``block``."""
         redactor = self.stream_redactor(policy=policy, point=point, tool=tool, connector=connector, session_id=session_id)
         redactor.window = max(len(text), 32)
         return redactor.feed(text) + redactor.close()
+
+    # ---- redaction of anything that is recorded or shown ------------------------------------
+
+    def redact_value(
+        self,
+        value: Any,
+        *,
+        policy: Policy | None = None,
+        point: MediationPoint = MediationPoint.INPUT,
+        tool: str | None = None,
+        connector: str | None = None,
+        session_id: str | None = None,
+    ) -> Any:
+        """``value`` (a text or any JSON-like value) as the ledger, an approval row or a log may keep
+        it: redacted like the evidence of an action at ``point`` / ``tool`` (every detected value
+        rewritten or replaced by ``<TYPE>``, also those the rules block or allow; JSON strings field
+        by field; obfuscated forms included). Never raises: a value that cannot be scanned comes back
+        as a digest (``"[unscanned sha256:…]"`` for a text, ``{"_unscanned": "sha256:…"}`` otherwise).
+
+        Use it for what is not an action but is stored or shown: the declared intent (``point=input``),
+        an outcome's error text (``point=tool_result, tool=...``), approval rows (``point=tool_call``).
+        ``policy``: the pack whose data rules apply (default: the Governor's, once bound); a
+        ``connector`` is looked up in the catalog when only ``tool`` is given; ``session_id`` binds
+        pseudonyms like the evidence of that session's actions.
+        """
+        from .._pii._scan import redact_value
+
+        try:
+            cc = self.compiled(DataPlaneConfig.from_policy(policy) if policy is not None else None)
+            if policy is not None and tool and connector is None:
+                spec = policy.tools.get(tool)
+                connector = spec.connector if spec else None
+            return redact_value(cc, cc.scope(point, tool, connector), value, session_id)
+        except Exception:  # cannot scan: a digest, never the value
+            logger.exception("data plane: a value could not be scanned; keeping its digest only")
+            digest = digest_value(jsonable(value))
+            return f"[unscanned {digest}]" if isinstance(value, str) else {"_unscanned": digest}
+
+    async def aredact_value(
+        self,
+        value: Any,
+        *,
+        policy: Policy | None = None,
+        point: MediationPoint = MediationPoint.INPUT,
+        tool: str | None = None,
+        connector: str | None = None,
+        session_id: str | None = None,
+    ) -> Any:
+        """Async twin of :meth:`redact_value` (the scan runs in a worker thread)."""
+        return await asyncio.to_thread(
+            lambda: self.redact_value(value, policy=policy, point=point, tool=tool, connector=connector, session_id=session_id)
+        )
+
+    def redact_text(
+        self,
+        text: str,
+        *,
+        policy: Policy | None = None,
+        point: MediationPoint = MediationPoint.INPUT,
+        tool: str | None = None,
+        connector: str | None = None,
+        session_id: str | None = None,
+    ) -> str:
+        """:meth:`redact_value` for a text: always returns a text."""
+        out = self.redact_value(text, policy=policy, point=point, tool=tool, connector=connector, session_id=session_id)
+        return out if isinstance(out, str) else json.dumps(out, ensure_ascii=False)
+
+    async def aredact_text(
+        self,
+        text: str,
+        *,
+        policy: Policy | None = None,
+        point: MediationPoint = MediationPoint.INPUT,
+        tool: str | None = None,
+        connector: str | None = None,
+        session_id: str | None = None,
+    ) -> str:
+        """Async twin of :meth:`redact_text`."""
+        return await asyncio.to_thread(
+            lambda: self.redact_text(text, policy=policy, point=point, tool=tool, connector=connector, session_id=session_id)
+        )
 
 
 def _safe_path(path: str) -> str:

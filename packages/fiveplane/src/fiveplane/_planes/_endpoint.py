@@ -21,18 +21,19 @@ For every tool call it checks, in order (and stops taking quota once something b
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from .._actions import Action, ActionClass, MediationPoint
-from .._decisions import Decision, Obligation, Severity, Verdict
+from .._decisions import Decision, Obligation, Severity, Verdict, short_digest, value_digest
 from .._endpoint._paths import PathPolicy
 from .._endpoint._ratelimit import RateLimitStore, RateRequest
 from .._endpoint._schema import CompiledSchema, SchemaError, compile_schema
@@ -327,6 +328,148 @@ def _at(arguments: Mapping[str, Any], path: str) -> list[tuple[str, Any]]:
     return out
 
 
+# ---- finding messages that never quote the action's values -----------------------------------
+
+_LITERAL = re.compile(
+    r"""(?<![A-Za-z0-9])(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n…]|\\.)*…|"(?:[^"\\\n…]|\\.)*…)(?![A-Za-z0-9])"""
+)
+"""A Python ``repr`` of a string (as the checkers quote values), possibly clipped with ``…``."""
+_BARE_PATH = re.compile(r"""\((/[^()]*)\)|(?<![\w'"/\[.~-])(/[^\s()'",;\]]*)""")
+_NUMERIC = re.compile(r"^[+-]?\d[\d.,_]*$")
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+_MAX_VALUES = 2000
+
+
+def _kind(value: str) -> str:
+    if value.startswith(("/", "./", "../", "~")) or ("/" in value and " " not in value):
+        return "path"
+    if _NUMERIC.match(value):
+        return "number"
+    return "text"
+
+
+def _ref(value: str, kind: str | None = None) -> str:
+    return f"[{kind or _kind(value)} {short_digest(value)}]"
+
+
+def _strings_of(value: Any, limit: int = _MAX_VALUES) -> Iterator[str]:
+    """Strings (values and keys) and long numbers of an argument tree, without recursion."""
+    stack = [value]
+    n = 0
+    while stack and n < limit:
+        v = stack.pop()
+        n += 1
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, bool) or v is None:
+            continue
+        elif isinstance(v, (int, float)):
+            text = str(v)
+            if len(text) >= 5:
+                yield text
+        elif isinstance(v, Mapping):
+            for k, item in v.items():
+                if isinstance(k, str):
+                    yield k
+                stack.append(item)
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+
+
+class _Scrubber:
+    """Rewrites a checker's message so it names the kind and a short digest of each value of the
+    action (``[path sha256:1a2b3c4d5e6f]``) instead of quoting it. What the policy itself declares
+    (executables, sub-commands, roots, enum values, patterns, field names) stays readable.
+
+    Three passes: quoted literals (the checkers ``repr`` the values they refuse, possibly clipped);
+    the action's own strings wherever they still appear; bare absolute paths (resolved paths).
+    """
+
+    def __init__(self, arguments: Mapping[str, Any], safe: frozenset[str]) -> None:
+        self.safe = safe
+        self._values: list[str] | None = None
+        self._arguments = arguments
+        self.digests: list[str] = []
+
+    def values(self) -> list[str]:
+        if self._values is None:
+            vals = {v for v in _strings_of(self._arguments) if v not in self.safe and (len(v) >= 6 or not v.isalpha())}
+            self._values = sorted(vals, key=len, reverse=True)
+        return self._values
+
+    def _digest(self, value: str, kind: str | None = None) -> str:
+        self.digests.append(value_digest(value))
+        return _ref(value, kind)
+
+    def _literal(self, m: re.Match[str]) -> str:
+        lit = m.group()
+        if lit.endswith("…"):
+            prefix = lit[:-1]
+            full = next((v for v in self.values() if repr(v).startswith(prefix)), None)
+            return self._digest(full if full is not None else prefix[1:])
+        try:
+            content = ast.literal_eval(lit)
+        except (ValueError, SyntaxError):
+            content = lit[1:-1]
+        if not isinstance(content, str) or content in self.safe:
+            return lit
+        if len(content) <= 3 and not any(c.isalnum() for c in content):
+            return lit  # an operator or punctuation ('~', '..', '&&')
+        return self._digest(content)
+
+    def _path(self, m: re.Match[str]) -> str:
+        inner = m.group(1)
+        if inner is not None:  # "(/a, /b)": a list of roots, or one resolved path
+            parts = inner.split(", ")
+            if all(p in self.safe for p in parts):
+                return m.group()
+            if not all(p.startswith("/") for p in parts):
+                return f"({self._digest(inner, 'path')})"
+            return "(" + ", ".join(p if p in self.safe else self._digest(p, "path") for p in parts) + ")"
+        path = m.group(2)
+        if path in self.safe or len(path) <= 1:
+            return m.group()
+        return self._digest(path, "path")
+
+    def __call__(self, message: str) -> str:
+        out = _LITERAL.sub(self._literal, message)
+        for v in self.values():
+            if len(v) >= 3 and v in out:
+                ref = _ref(v)
+                out, n = re.subn(rf"(?<![A-Za-z0-9]){re.escape(v)}(?![A-Za-z0-9])", ref.replace("\\", "\\\\"), out)
+                if n:
+                    self.digests.append(value_digest(v))
+        return _BARE_PATH.sub(self._path, out)
+
+    def fields(self, **extra: Any) -> dict[str, Any]:
+        out = {k: v for k, v in extra.items() if v is not None}
+        if self.digests:
+            out["values"] = list(dict.fromkeys(self.digests))
+        return out
+
+
+def _field_names(arguments: Mapping[str, Any]) -> frozenset[str]:
+    """Keys of the arguments that read as field names (``follow``, ``dry_run``): messages may name
+    them (``unexpected field 'follow'``); a key that is data (an address, a path) is not one."""
+    names: set[str] = set()
+    stack: list[Any] = [arguments]
+    seen = 0
+    while stack and seen < _MAX_VALUES:
+        v = stack.pop()
+        seen += 1
+        if isinstance(v, Mapping):
+            names.update(k for k in v if isinstance(k, str) and _FIELD_NAME.match(k))
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+    return frozenset(names)
+
+
+def _policy_strings(value: Any) -> Iterator[str]:
+    """Every string a configuration or schema declares (they may appear in messages as they are)."""
+    yield from _strings_of(value, limit=100_000)
+
+
 class EndpointPlane(BasePlane):
     """Allow-lists, argument schemas and constraints, shell and file-path policy, rate limits.
 
@@ -349,6 +492,25 @@ class EndpointPlane(BasePlane):
         self._kept: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         """Units of proceeding actions, until their decision is committed (``on_abort`` refunds them)."""
         self._reserved_lock = threading.Lock()
+        self._safe: dict[tuple[str, int, str | None], frozenset[str]] = {}
+
+    def _scrubber(self, action: Action, policy: Policy, cfg: EndpointConfig) -> _Scrubber:
+        """The message scrubber of one action: what the pack declares stays readable."""
+        key = (policy.hash, id(cfg), action.tool)
+        safe = self._safe.get(key)
+        if safe is None:
+            spec = policy.tools.get(action.tool or "")
+            declared: set[str] = set(_policy_strings(cfg.model_dump(mode="json")))
+            if spec is not None and spec.arguments is not None:
+                declared.update(_policy_strings(spec.arguments))
+            if cfg.files is not None and cfg.files._policy is not None:
+                declared.update(cfg.files._policy.read + cfg.files._policy.write)
+                declared.update(r for r in (cfg.files._policy.base,) if r)
+            declared.update(t for t in (action.tool, action.connector) if t)
+            safe = frozenset(declared)
+            if len(self._safe) < 10_000:
+                self._safe[key] = safe
+        return _Scrubber(action.arguments, safe | _field_names(action.arguments))
 
     @property
     def store(self) -> RateLimitStore:
@@ -391,8 +553,8 @@ class EndpointPlane(BasePlane):
         self._allow_lists(action, cfg, result)
         self._schema(action, ctx.policy, cfg, result)
         self._constraints(action, ctx, cfg, result)
-        self._shell(action, cfg, result)
-        self._files(action, cfg, result)
+        self._shell(action, ctx.policy, cfg, result)
+        self._files(action, ctx.policy, cfg, result)
         if not any(f.verdict is not None and f.verdict is not Verdict.ALLOW for f in result.findings):
             self._rate_limits(action, ctx, cfg, result)
         return result
@@ -466,12 +628,14 @@ class EndpointPlane(BasePlane):
             return
         errors = compiled.errors(action.arguments)
         if errors:
+            scrub = self._scrubber(action, policy, cfg)
             result.add(
                 "schema",
-                f"the arguments of {action.tool} do not match its schema: {'; '.join(errors)}",
+                f"the arguments of {action.tool} do not match its schema: {scrub('; '.join(errors))}",
                 verdict=Verdict.BLOCK,
                 severity=Severity.HIGH,
                 rule_id="endpoint.schema",
+                fields=scrub.fields(tool=action.tool, errors=len(errors)),
             )
 
     def _constraints(self, action: Action, ctx: PlaneContext, cfg: EndpointConfig, result: PlaneResult) -> None:
@@ -485,9 +649,11 @@ class EndpointPlane(BasePlane):
             try:
                 ok = condition.evaluate(cel_vars)
             except ConditionError as exc:
+                scrub = self._scrubber(action, ctx.policy, cfg)
                 result.add(
                     "constraint_error",
-                    f"constraint {c.id} could not be evaluated: {exc}",
+                    f"constraint {c.id} could not be evaluated: {scrub(str(exc))}",
+                    fields=scrub.fields(tool=action.tool, constraint=c.id),
                     verdict=Verdict.BLOCK,
                     severity=Severity.ERROR,
                     rule_id=c.id,
@@ -502,7 +668,7 @@ class EndpointPlane(BasePlane):
                     rule_id=c.id,
                 )
 
-    def _shell(self, action: Action, cfg: EndpointConfig, result: PlaneResult) -> None:
+    def _shell(self, action: Action, policy_: Policy, cfg: EndpointConfig, result: PlaneResult) -> None:
         paths = cfg.files._policy if cfg.files is not None else None
         for rule in cfg.shell:
             if not rule._tools.matches(action.tool):
@@ -524,15 +690,24 @@ class EndpointPlane(BasePlane):
                 else:
                     raise ShellError(f"the command argument {rule.argument!r} must be a string or a list of strings")
             except ShellError as exc:
+                scrub = self._scrubber(action, policy_, cfg)
+                message = scrub(str(exc))
                 result.add(
                     "shell",
-                    f"{action.tool}: {exc} (shell rule {rule.id})",
+                    f"{action.tool}: {message} (shell rule {rule.id})",
                     verdict=Verdict.BLOCK,
                     severity=Severity.HIGH,
                     rule_id=rule.id,
+                    fields=scrub.fields(
+                        tool=action.tool,
+                        argument=rule.argument,
+                        command=value_digest(command if isinstance(command, str) else repr(command))
+                        if command is not None
+                        else None,
+                    ),
                 )
 
-    def _files(self, action: Action, cfg: EndpointConfig, result: PlaneResult) -> None:
+    def _files(self, action: Action, policy_: Policy, cfg: EndpointConfig, result: PlaneResult) -> None:
         if cfg.files is None or action.tool not in cfg.files.tools:
             return
         policy = cfg.files._policy
@@ -544,12 +719,19 @@ class EndpointPlane(BasePlane):
                 else:
                     problem = policy.check(value, access)
                 if problem:
+                    scrub = self._scrubber(action, policy_, cfg)
                     result.add(
                         "path",
-                        f"{action.tool} ({access} {where}): {problem}",
+                        f"{action.tool} ({access} {where}): {scrub(problem)}",
                         verdict=Verdict.BLOCK,
                         severity=Severity.HIGH,
                         rule_id="endpoint.files",
+                        fields=scrub.fields(
+                            tool=action.tool,
+                            argument=where,
+                            access=access,
+                            path=value_digest(value) if isinstance(value, str) else None,
+                        ),
                     )
 
     # ---- rate limits ------------------------------------------------------------------------

@@ -31,13 +31,13 @@ import inspect
 import re
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from .._actions import Action, MediationPoint
-from .._decisions import Decision, Obligation, Severity, Verdict
+from .._decisions import Decision, Obligation, Severity, Verdict, short_digest, value_digest
 from .._net._addr import IPNetwork
 from .._net._egress import DEFAULT_BLOCKED_SCHEMES, EgressPattern, EgressPolicy, EgressRule, Scope, UrlCheck
 from .._net._transport import (
@@ -52,7 +52,7 @@ from .._net._transport import (
     set_grant,
     system_resolver,
 )
-from .._net._url import Host, find_urls
+from .._net._url import DEFAULT_PORTS, Host, find_urls
 from .._policy._load import Glob, Policy
 from ._base import BasePlane, PlaneContext, PlaneResult
 
@@ -297,6 +297,84 @@ class _Outcome:
     checks: list[UrlCheck]
     problems: list[tuple[str, str, str]]
     """(code, message, rule_id) of things that are not URL checks (too many URLs, too large)."""
+    raw: dict[int, str] = field(default_factory=dict)
+    """id(check) → the argument text it checked (for its digest: ``check.target`` is clipped)."""
+    fields: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """index in ``problems`` → structured fields of that finding."""
+
+
+_URL_ERRORS = {
+    "empty_host": "it has no host",
+    "invalid_host": "its host is not a valid host name",
+    "invalid_idn": "its host is not a valid IDNA 2008 name",
+    "invalid_ipv4": "its host ends in a number but is not a valid IPv4 address",
+    "nonstandard_ip": "its host is an IP address in a non-standard notation (write IP addresses as a dotted quad)",
+    "percent_encoded_host": "its host is percent-encoded (hosts must be written plainly)",
+    "invalid_port": "its port is not valid",
+    "invalid_url": "it is not an absolute URL of the form scheme://host/...",
+    "backslash": "it contains a backslash, which browsers and some clients read as '/'",
+    "whitespace": "its host part contains white space",
+    "control_character": "it contains a control character (tab, newline, NUL, ...) that clients strip or reject",
+    "userinfo": "it carries user info before '@'",
+}
+"""What each URL error code means, for messages that do not quote the URL."""
+
+
+def _origin_text(check: UrlCheck) -> str:
+    """``scheme://host[:port]`` of a URL check, ``host[:port]`` of a host check: never the path or query."""
+    if check.url is not None:
+        u = check.url
+        port = f":{u.port}" if u.explicit_port and u.port != DEFAULT_PORTS.get(u.scheme) else ""
+        return f"{u.scheme}://{u.host.url_form}{port}"
+    if check.host is not None:
+        return check.host.url_form + (f":{check.port}" if check.port is not None else "")
+    return ""
+
+
+def _subject(check: UrlCheck, raw: str) -> str:
+    """How a message names the checked value: its origin (host only) and a short digest of the text."""
+    ref = short_digest(raw)
+    origin = _origin_text(check)
+    if check.url is not None:
+        return f"the URL to {origin} ({ref})"
+    if check.host is not None:
+        return f"the host {origin} ({ref})"
+    return f"an invalid URL ({ref})"
+
+
+def _ssrf_reason(check: UrlCheck) -> str:
+    prefix, suffix = f"{check.target} is blocked: ", " (SSRF protection)"
+    message = check.message.removeprefix("host ")
+    if message.startswith(prefix) and message.endswith(suffix):
+        return message[len(prefix) : -len(suffix)]
+    return "it reaches a private, loopback or metadata address"
+
+
+def _check_message(check: UrlCheck, raw: str, scope: Scope) -> str:
+    """The message of one URL / host check, naming the host and a digest, never the path or query."""
+    subject = _subject(check, raw)
+    code = check.code
+    if code == "allowed":
+        return f"{subject}: no SSRF risk found" if check.ssrf else f"{subject} is allowed by egress rule {check.rule_id}"
+    if code == "ssrf":
+        return f"{subject} is blocked: {_ssrf_reason(check)} (SSRF protection)"
+    if code == "scheme_blocked" and check.url is not None:
+        return f"{subject} is blocked: the {check.url.scheme}: scheme is blocked (used to smuggle requests to internal services)"
+    if code == "egress_denied":
+        return f"{subject} is denied by egress rule {check.rule_id}"
+    if code == "not_allowed":
+        return f"{subject} is not on the egress allow-list for {scope.describe()}"
+    return f"{subject} is blocked: {_URL_ERRORS.get(code, f'it is not a valid URL ({code})')}"
+
+
+def _check_fields(check: UrlCheck, raw: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": "url" if check.url is not None or check.host is None else "host", "digest": value_digest(raw)}
+    if check.url is not None:
+        out.update(scheme=check.url.scheme, host=check.url.host.name, port=check.url.port)
+    elif check.host is not None:
+        out.update(host=check.host.name, port=check.port)
+    out.update(code=check.code, allowed=check.allowed, rule_id=check.rule_id)
+    return out
 
 
 class NetworkPlane(BasePlane):
@@ -465,6 +543,7 @@ class NetworkPlane(BasePlane):
         policy = cfg.egress_policy
         checks: list[UrlCheck] = []
         problems: list[tuple[str, str, str]] = []
+        raw: dict[int, str] = {}
         seen: set[str] = set()
         for path in plan.url_paths:
             for where, value in _values_at(arguments, path):
@@ -477,6 +556,7 @@ class NetworkPlane(BasePlane):
                     continue
                 seen.add(value)
                 checks.append(policy.check_url(value, scope, egress=plan.egress))
+                raw[id(checks[-1])] = value
         for path in plan.host_paths:
             for where, value in _values_at(arguments, path):
                 if value is None:
@@ -492,6 +572,7 @@ class NetworkPlane(BasePlane):
                     continue
                 seen.add(value)
                 checks.append(policy.check_host(value, scope, egress=plan.egress))
+                raw[id(checks[-1])] = value
         scan = cfg.scan_arguments and (plan.egress or cfg.other_tools == "ssrf")
         if scan:
             budget = [cfg.scan_limit]
@@ -515,18 +596,29 @@ class NetworkPlane(BasePlane):
                     if not check.allowed and not plan.egress and check.rule_id != "network.ssrf":
                         continue  # a malformed link in free text of a tool that does not take URLs: no SSRF risk
                     checks.append(check)
+                    raw[id(check)] = found
         if len(seen) > cfg.max_urls:
             problems.append(("too_many_urls", f"the arguments hold more than {cfg.max_urls} URLs", "network.max_urls"))
-        return _Outcome(checks, problems)
+        return _Outcome(checks, problems, raw)
 
-    def _result(self, outcome: _Outcome, cfg: NetworkConfig, plan: _Plan) -> PlaneResult:
+    def _result(self, outcome: _Outcome, cfg: NetworkConfig, plan: _Plan, scope: Scope) -> PlaneResult:
         result = PlaneResult(plane=PLANE)
         blocked = [c for c in outcome.checks if not c.allowed]
-        for code, message, rule_id in outcome.problems:
-            result.add(code, message, verdict=Verdict.BLOCK, severity=Severity.HIGH, rule_id=rule_id)
+        for i, (code, message, rule_id) in enumerate(outcome.problems):
+            result.add(
+                code, message, verdict=Verdict.BLOCK, severity=Severity.HIGH, rule_id=rule_id, fields=outcome.fields.get(i)
+            )
         for check in blocked[:_MAX_FINDINGS]:
             verdict = Verdict(cfg.unlisted) if check.code == "not_allowed" else Verdict.BLOCK
-            result.add(check.code, check.message, verdict=verdict, severity=Severity.HIGH, rule_id=check.rule_id)
+            raw = outcome.raw.get(id(check), check.target)
+            result.add(
+                check.code,
+                _check_message(check, raw, scope),
+                verdict=verdict,
+                severity=Severity.HIGH,
+                rule_id=check.rule_id,
+                fields=_check_fields(check, raw),
+            )
         if len(blocked) > _MAX_FINDINGS:
             result.add(
                 "more_blocked",
@@ -537,10 +629,13 @@ class NetworkPlane(BasePlane):
             )
         allowed = [c for c in outcome.checks if c.allowed]
         if allowed:
-            shown = "; ".join(c.message for c in allowed[:3]) + (f"; and {len(allowed) - 3} more" if len(allowed) > 3 else "")
+            shown = "; ".join(_check_message(c, outcome.raw.get(id(c), c.target), scope) for c in allowed[:3]) + (
+                f"; and {len(allowed) - 3} more" if len(allowed) > 3 else ""
+            )
             result.add(
                 "checked",
                 f"{len(allowed)} URL(s) checked{' against the egress allow-list' if plan.egress else ' for SSRF'}: {shown}",
+                fields={"checks": [_check_fields(c, outcome.raw.get(id(c), c.target)) for c in allowed[:_MAX_FINDINGS]]},
             )
         return result
 
@@ -577,7 +672,7 @@ class NetworkPlane(BasePlane):
                     continue
                 self._judge_dns(outcome, cfg, check, addresses)
         self._remember(action.action_id, outcome.checks)
-        return self._result(outcome, cfg, plan)
+        return self._result(outcome, cfg, plan, scope)
 
     async def aevaluate(self, action: Action, ctx: PlaneContext) -> PlaneResult:
         """Async twin: the checks are CPU-only and run inline; DNS (if enabled) uses the async resolver."""
@@ -597,7 +692,7 @@ class NetworkPlane(BasePlane):
                     continue
                 self._judge_dns(outcome, cfg, check, addresses)
         self._remember(action.action_id, outcome.checks)
-        return self._result(outcome, cfg, plan)
+        return self._result(outcome, cfg, plan, scope)
 
     async def _aresolve(self, host: str) -> list[str]:
         resolver = self.async_resolver
@@ -623,7 +718,9 @@ class NetworkPlane(BasePlane):
         assert host is not None
         reason = cfg.egress_policy.check_addresses(host, addresses, check.networks)
         if reason is not None:
-            outcome.problems.append(("ssrf", f"{check.target} is blocked: {reason} (SSRF protection)", "network.ssrf"))
+            raw = outcome.raw.get(id(check), check.target)
+            outcome.fields[len(outcome.problems)] = {**_check_fields(check, raw), "code": "ssrf", "allowed": False}
+            outcome.problems.append(("ssrf", f"{_subject(check, raw)} is blocked: {reason} (SSRF protection)", "network.ssrf"))
 
     # ---- after the decision: the grant the transports enforce -------------------------------
 
