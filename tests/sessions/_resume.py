@@ -121,13 +121,15 @@ def _llamaindex(db: str, ctx_file: str, out: str, phase: str, answer: dict[str, 
             async for ev in handler.stream_events():
                 if isinstance(ev, ApprovalRequestEvent):
                     assert handler.ctx is not None
-                    Path(ctx_file).write_text(json.dumps(handler.ctx.to_dict(serializer=JsonPickleSerializer())))
+                    saved = json.dumps(handler.ctx.to_dict(serializer=JsonPickleSerializer()))
+                    await asyncio.to_thread(Path(ctx_file).write_text, saved)
                     await handler.cancel_run()
                     return {"approval_id": ev.approval_id}
         raise AssertionError("the run never asked for approval")
 
     async def resume() -> dict[str, Any]:
-        ctx = Context.from_dict(agent, json.loads(Path(ctx_file).read_text()), serializer=JsonPickleSerializer())
+        saved = await asyncio.to_thread(Path(ctx_file).read_text)
+        ctx = Context.from_dict(agent, json.loads(saved), serializer=JsonPickleSerializer())
         assert answer is not None
         with gov.run([USER, {"kind": "agent", "id": "support-assistant"}], session_id="s-li-resume", purpose="customer-support"):
             handler = agent.run(ctx=ctx)
