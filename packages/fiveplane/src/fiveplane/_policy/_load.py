@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from .._actions import ActionClass, MediationPoint, canonical_json
 from .._decisions import Mode, Verdict
 from ._cel import Condition
-from ._models import AgentSpec, ConnectorSpec, Defaults, FlowSpec, PackSpec, RuleSpec, ToolSpec
+from ._models import AgentSpec, ApprovalsSpec, ConnectorSpec, Defaults, FlowSpec, PackSpec, RuleSpec, ToolSpec
 from ._yaml import Located, PolicyError, load_yaml
 
 __all__ = ["CompiledRule", "Glob", "Policy", "load_policy"]
@@ -112,6 +112,8 @@ class Policy:
     """Information-flow rules (the last pack that declares them wins)."""
     flow_globs: list[Glob] = field(default_factory=list)
     """Compiled tool globs of each flow rule, then the extra consequential tools (last)."""
+    approvals: ApprovalsSpec | None = None
+    """The approval console's settings (the last pack that declares them wins)."""
     _index: dict[tuple[MediationPoint, str | None, str | None, ActionClass | None], tuple[CompiledRule, ...]] = field(
         default_factory=dict, repr=False
     )
@@ -220,6 +222,7 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
     planes: dict[str, dict[str, Any]] = {}
     plane_sources: dict[str, Source] = {}
     flow: FlowSpec | None = None
+    approvals: ApprovalsSpec | None = None
 
     def declare(kind: str, registry: dict[str, Any], item: Any, loc: tuple[str | int, ...], located: Located) -> None:
         key = f"{kind}:{item.name}"
@@ -248,6 +251,8 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
                         errors.append(
                             f"{located.where(('information_flow', 'rules', i, 'tools', j))}: flow rule {fr.id!r} names unknown tool {g!r}"
                         )
+        if spec.approvals is not None:
+            approvals = spec.approvals
         for name, cfg in spec.planes.items():
             planes.setdefault(name, {}).update(cfg)
             plane_sources[name] = Source(located.path, located.line_of(("planes", name)))
@@ -333,6 +338,7 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
         sources=sources,
         agent_tools={name: Glob(a.tools) for name, a in agents.items()},
         flow=flow,
+        approvals=approvals,
         flow_globs=[Glob(r.tools) for r in flow.rules] + [Glob(flow.tools)] if flow else [],
     )
     policy.warm()
