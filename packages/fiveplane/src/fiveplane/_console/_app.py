@@ -192,6 +192,8 @@ class Console:
         self.notifier = Notifier(store, channels, base_url=console_base(self.public_url))
         self.secure_cookies = secure_cookies if secure_cookies is not None else urlsplit(self.public_url or "").scheme == "https"
         self.tick_seconds = tick_seconds
+        self.verify_every = 60.0
+        """Seconds between the background verifications of the whole ledger (shown on every request page)."""
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
         self.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, sort_keys=True, default=str)
         self.env.filters["ts"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%SZ") if d else "-"
@@ -229,6 +231,7 @@ class Console:
         for req in denied:
             log.warning("approval %s (%s) expired unanswered: denied", req.id, req.tool)
         sent = self.notifier.poll()
+        self.evidence.verify_status(max_age=self.verify_every)
         return len(denied), sent
 
     async def run_background(self) -> None:

@@ -157,12 +157,11 @@ class Evidence:
     # ---- the whole ledger ------------------------------------------------------------------
 
     def verify_status(self, *, refresh: bool = False, max_age: float = 30.0) -> VerifyStatus:
-        """The latest full verification; recomputed when asked, when the ledger grew or when it is old."""
+        """The latest full verification (an fsck of the whole ledger); recomputed when asked or when older than ``max_age``."""
         with self._verify_lock:
             cur = self._verified
             stale = cur.checked_at is None or time.time() - cur.checked_at > max_age
-            grew = cur.report is not None and self.ledger.size() != cur.report.size
-            if refresh or stale or grew:
+            if refresh or stale:
                 try:
                     self._verified = VerifyStatus(self.ledger.verify(), time.time())
                 except Exception as exc:  # noqa: BLE001 - shown as a failed verification, never as OK

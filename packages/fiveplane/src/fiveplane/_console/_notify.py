@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -76,13 +77,21 @@ def _facts(req: ApprovalRequest, include_requester: bool) -> dict[str, Any]:
     return facts
 
 
+def _explanation(req: ApprovalRequest, include_requester: bool) -> str:
+    """The decision's explanation (it names kinds of values and digests, never values); the requester's
+    id is replaced unless the pack asks to name people."""
+    if include_requester or not req.requester:
+        return req.explanation
+    return re.sub(rf"(?<![\w.@-]){re.escape(req.requester)}(?![\w@-])", "the requester", req.explanation)
+
+
 def approval_event(req: ApprovalRequest, link: str, *, include_requester: bool = False) -> dict[str, Any]:
     """The generic webhook's body: ids, the tool, who may decide, the expiry and the link; no arguments."""
     return {
         "schema": EVENT_SCHEMA,
         "event": "approval.requested",
         **_facts(req, include_requester),
-        "explanation": req.explanation,
+        "explanation": _explanation(req, include_requester),
         "url": link,
     }
 
@@ -108,7 +117,10 @@ def slack_message(req: ApprovalRequest, link: str, *, include_requester: bool = 
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": f"Approval needed: {req.tool or 'an action'}"[:150]}},
             {"type": "section", "fields": fields},
-            {"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(req.explanation)[:2900] or "-"}},
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _slack_escape(_explanation(req, include_requester))[:2900] or "-"},
+            },
             {
                 "type": "actions",
                 "elements": [
