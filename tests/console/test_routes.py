@@ -495,3 +495,18 @@ def test_the_console_needs_a_way_to_authenticate(world: World, tmp_path: Path) -
 
     with pytest.raises(ValueError, match="authenticate approvers"):
         create_app(ApprovalStore(world.db), world.ledger, load_policy(AGENT_PACK), mapper=None)
+
+
+def test_a_ledger_that_cannot_record_refuses_the_decision(
+    world: World, policy: Policy, clock: Clock, idp: Idp, tmp_path: Path
+) -> None:
+    from fiveplane._ledger import open_ledger
+
+    rid = approval_id(world.contract("s-down"))
+    other = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", checkpoint_interval=None)
+    client = make_client(World(world.directory, world.db, other, world.gov, world.key_file), policy, clock)
+    csrf = login(client, idp.token("manager-1"))
+    other.close()  # the console's ledger is gone: nothing may be decided unrecorded
+    r = client.post(f"/requests/{rid}/approve", data={"csrf": csrf})
+    assert r.status_code == 503 and "could not record" in r.text
+    assert ApprovalStore(world.db).get(rid).status is ApprovalStatus.PENDING

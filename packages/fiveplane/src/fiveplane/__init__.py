@@ -7,6 +7,7 @@ can be stopped, and records intent, decision and outcome as evidence.
 
 from ._actions import Action, ActionClass, MediationPoint, Principal, PrincipalKind, canonical_json
 from ._approvals import ApprovalError, ApprovalRequest, ApprovalStatus, ApprovalStore, approver
+from ._console import console_url
 from ._decisions import Decision, Finding, Mode, Obligation, ObligationKind, Severity, Verdict, strongest
 from ._engine import (
     ActionBlocked,
@@ -227,6 +228,7 @@ __all__ = [
     "build_nist_report",
     "build_sink",
     "canonical_json",
+    "console_url",
     "current_run",
     "digest_value",
     "findings_dataframe",

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.panel import Panel
 from rich.text import Text
 
 from .._db import default_database_url
@@ -163,15 +162,12 @@ def console_command(
         store, led, pack, mapper=mapper, dev_user=dev, public_url=url, allowed_hosts=hosts, channels=channels, tick_seconds=sweep
     )
     if dev is not None:
+        err_console.print(Text("WARNING — DEV MODE: nobody is authenticated.", style="bold red"))
         err_console.print(
-            Panel(
-                Text(
-                    f"DEV MODE: nobody is authenticated. Every browser that reaches {own} decides as {dev.id} "
-                    f"({', '.join(dev.roles)}). Use it only for a local demo; configure planes.identity.oidc for real use.",
-                    style="bold",
-                ),
-                title="WARNING",
-                border_style="bold red",
+            Text(
+                f"Every browser that reaches {own} decides as {dev.id} ({', '.join(dev.roles)}), unverified. "
+                "Use it only for a local demo; configure planes.identity.oidc in the pack for real use.",
+                style="red",
             )
         )
     if not _is_loopback(host) and not url.startswith("https://"):
