@@ -156,3 +156,22 @@ def test_the_link_carries_the_request_id_only(world: World) -> None:
     link = console_url(rid, base="https://approvals.acme.example")
     assert link == f"https://approvals.acme.example/requests/{rid}"
     assert console_url(None, base="http://x:1/") == "http://x:1/queue"
+
+
+def test_without_the_console_extra_the_command_says_how_to_install_it(tmp_path: Path) -> None:
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('starlette', 'jinja2', 'uvicorn', 'multipart'):\n"
+        "            raise ImportError(f'blocked for this test: {name}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import fiveplane\n"
+        "assert fiveplane.console_url('apr-1').endswith('/requests/apr-1')\n"
+        "from fiveplane._cli import main\n"
+        "sys.argv = ['fiveplane', 'console', '--policy', sys.argv[1]]\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(AGENT_PACK)], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "pip install 'fiveplane[console]'" in out.stderr

@@ -510,3 +510,35 @@ def test_a_ledger_that_cannot_record_refuses_the_decision(
     r = client.post(f"/requests/{rid}/approve", data={"csrf": csrf})
     assert r.status_code == 503 and "could not record" in r.text
     assert ApprovalStore(world.db).get(rid).status is ApprovalStatus.PENDING
+
+
+def test_recorded_values_are_escaped_in_every_page(client: TestClient, world: World, idp: Idp) -> None:
+    rid = approval_id(world.contract("s-xss", status="<script>alert(1)</script>", contract='C-7" onmouseover="x'))
+    login(client, idp.token("manager-1"))
+    for path in (f"/requests/{rid}", "/queue", f"/evidence/actions/{ApprovalStore(world.db).get(rid).action_id}"):
+        html = client.get(path).text
+        assert "<script>alert(1)" not in html and 'onmouseover="x' not in html, path
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in client.get(f"/requests/{rid}").text
+
+
+def test_behind_a_proxy_the_public_origin_is_accepted(world: World, policy: Policy, clock: Clock, idp: Idp) -> None:
+    from fiveplane._console import create_app
+    from fiveplane._planes._identity import oidc_mapper
+
+    app = create_app(
+        ApprovalStore(world.db, clock=clock),
+        world.ledger,
+        policy,
+        mapper=oidc_mapper(policy),
+        public_url="https://approvals.acme.example",
+        allowed_hosts=["testserver"],
+        tick_seconds=None,
+    )
+    client = TestClient(app, base_url="http://testserver", follow_redirects=False)
+    rid = approval_id(world.contract())
+    bearer = {"Authorization": "Bearer " + idp.token("manager-1")}
+    r = client.post(f"/api/requests/{rid}/approve", json={}, headers={**bearer, "Origin": "https://elsewhere.example"})
+    assert r.status_code == 403
+    r = client.post(f"/api/requests/{rid}/approve", json={}, headers={**bearer, "Origin": "https://approvals.acme.example"})
+    assert r.status_code == 200
+    assert "max-age" in client.get("/healthz").headers["strict-transport-security"]

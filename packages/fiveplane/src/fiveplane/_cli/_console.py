@@ -5,15 +5,21 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from rich.markup import escape
 from rich.text import Text
 
 from .._db import default_database_url
 from ._common import EXIT_BAD_INPUT, console, die, err_console
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _die(message: str) -> NoReturn:
+    """``die`` with the message escaped: it may hold paths, URLs and errors with ``[``."""
+    die(escape(message))
 
 
 def _is_loopback(host: str) -> bool:
@@ -93,7 +99,7 @@ def console_command(
         from .._console._app import create_app
         from .._console._notify import build_channels
     except ImportError as exc:
-        die(f"the approval console needs the console extra: pip install 'fiveplane[console]' ({exc})")
+        _die(f"the approval console needs the console extra: pip install 'fiveplane[console]' ({exc})")
     from .._actions import Principal, PrincipalKind
     from .._approvals import ApprovalStore
     from .._identity._model import IdentityError
@@ -115,24 +121,24 @@ def console_command(
         mapper = oidc_mapper(pack)
     except IdentityError as exc:
         if "configures no planes.identity.oidc" not in str(exc):
-            die(f"{policy}: planes.identity.oidc: {exc}")
+            _die(f"{policy}: planes.identity.oidc: {exc}")
     roles = [r.strip() for group in (dev_roles or []) for r in group.split(",") if r.strip()]
     dev = None
     if dev_user is not None:
         if not roles:
-            die("--dev-user needs --dev-roles (the roles the demo user decides with)")
+            _die("--dev-user needs --dev-roles (the roles the demo user decides with)")
         dev = Principal(kind=PrincipalKind.USER, id=dev_user, roles=tuple(roles))
     elif roles:
-        die("--dev-roles only applies with --dev-user")
+        _die("--dev-roles only applies with --dev-user")
     if mapper is None and dev is None:
-        die(
+        _die(
             f"{policy} configures no planes.identity.oidc, so nobody could sign in: add the section "
             "(issuer, audience, key_file or jwks_file, role_map) or pass --dev-user ID --dev-roles ROLE for a local demo"
         )
     try:
         store = ApprovalStore(db or default_database_url())
     except Exception as exc:  # noqa: BLE001 - any connection problem is bad input here
-        die(f"cannot open the approvals database: {exc}")
+        _die(f"cannot open the approvals database: {exc}")
     ledger_url = ledger or DEFAULT_URL
     try:
         led = open_ledger(
@@ -143,9 +149,9 @@ def console_command(
             checkpoint_interval=None,
         )
     except (FileNotFoundError, LookupError, LedgerError, NoteError) as exc:
-        die(f"cannot open the evidence ledger {ledger_url} (every decision is recorded there): {exc}")
+        _die(f"cannot open the evidence ledger {ledger_url} (every decision is recorded there): {exc}")
     except Exception as exc:  # noqa: BLE001 - any driver problem is bad input here
-        die(f"cannot open the evidence ledger {ledger_url}: {type(exc).__name__}: {exc}")
+        _die(f"cannot open the evidence ledger {ledger_url}: {type(exc).__name__}: {exc}")
     try:
         channels = build_channels(
             pack.approvals.notify if pack.approvals else None,
@@ -154,7 +160,7 @@ def console_command(
             webhook_secret=os.environ.get("FIVEPLANE_WEBHOOK_SECRET") or None,
         )
     except ValueError as exc:
-        die(str(exc))
+        _die(str(exc))
     own = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     url = public_url or (pack.approvals.console_url if pack.approvals else None) or own
     hosts = [*_LOOPBACK, host, *(allowed_host or [])]

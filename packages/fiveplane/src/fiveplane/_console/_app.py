@@ -103,13 +103,14 @@ class SecureHeaders:
 class OriginGuard:
     """Refuses every unsafe request (POST, PUT, PATCH, DELETE) not sent from the console's own pages."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, public: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            why = origin_problem(headers, headers.get("host"))
+            why = origin_problem(headers, headers.get("host"), self.public)
             if why is not None:
                 wants_json = "application/json" in headers.get("accept", "") or str(scope.get("path", "")).startswith("/api/")
                 body: Response = (
@@ -790,7 +791,7 @@ def create_app(
         middleware=[
             Middleware(SecureHeaders, hsts=console.secure_cookies),
             Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
-            Middleware(OriginGuard),
+            Middleware(OriginGuard, public=(urlsplit(console.public_url).netloc,) if console.public_url else ()),
         ],
         lifespan=lifespan,
     )

@@ -184,11 +184,12 @@ def csrf_ok(identity: Identity, presented: str | None) -> bool:
     return bool(presented) and identity.csrf is not None and hmac.compare_digest(identity.csrf, presented or "")
 
 
-def origin_problem(headers: Mapping[str, str], host: str | None) -> str | None:
+def origin_problem(headers: Mapping[str, str], host: str | None, also: tuple[str, ...] = ()) -> str | None:
     """Why an unsafe request does not come from the console's own pages, or ``None``.
 
     ``Sec-Fetch-Site`` (sent by current browsers) must be ``same-origin`` or ``none``; an ``Origin``
-    must name the host the request was sent to. The console's pages use ``Referrer-Policy:
+    must name the host the request was sent to (or one of ``also``: the public address when a proxy
+    rewrites ``Host``). The console's pages use ``Referrer-Policy:
     no-referrer``, under which browsers send ``Origin: null`` on form posts: that is accepted only
     together with ``Sec-Fetch-Site: same-origin``. Clients that send neither (scripts with a bearer
     token) pass this check and still need their credentials.
@@ -202,6 +203,7 @@ def origin_problem(headers: Mapping[str, str], host: str | None) -> str | None:
     if origin == "null":
         return None if site == "same-origin" else "request from an opaque origin refused (Origin: null)"
     _scheme, sep, netloc = origin.partition("://")
-    if not sep or not host or netloc.lower() != host.lower():
+    allowed = {h.lower() for h in (host, *also) if h}
+    if not sep or netloc.lower() not in allowed:
         return f"cross-origin request refused (Origin {origin} is not this console)"
     return None
