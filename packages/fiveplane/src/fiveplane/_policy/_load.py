@@ -321,7 +321,9 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
 
     digest = hashlib.sha256()
     for pack in packs:
-        digest.update(canonical_json(json.loads(pack.spec.model_dump_json(by_alias=True))))
+        # a pack without the (later) `approvals:` section hashes as it did before the section existed
+        skip = {"approvals"} if pack.spec.approvals is None else None
+        digest.update(canonical_json(json.loads(pack.spec.model_dump_json(by_alias=True, exclude=skip))))
     policy = Policy(
         name=top.spec.name,
         version=top.spec.version,
