@@ -151,3 +151,27 @@ def test_an_unanswered_request_is_denied_at_expiry_and_recorded(world: World, po
     again = world.contract("s-exp")
     assert again.verdict is Verdict.BLOCK and "nobody answered" in again.explanation
     assert console.tick() == (0, 0)
+
+
+def test_a_ledger_that_cannot_record_the_expiry_keeps_the_request_pending_and_announcements_going(
+    world: World, policy: Policy, clock: Clock, receiver: Receiver, tmp_path: Path
+) -> None:
+    from fiveplane import Governor
+    from fiveplane._ledger import open_ledger
+    from tests.console.conftest import AGENT_PACK
+
+    own = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", checkpoint_interval=None)
+    client = make_client(
+        World(world.directory, world.db, own, world.gov, world.key_file), policy, clock, channels=_channels(receiver)
+    )
+    console = client.app.state.console  # type: ignore[attr-defined]
+    old = approval_id(world.contract("s-old"))
+    clock.advance(3601)
+    later = Governor(
+        AGENT_PACK, approvals=ApprovalStore(world.db, clock=clock, record=world.ledger.record), evidence=world.ledger
+    )
+    fresh = approval_id(World(world.directory, world.db, world.ledger, later, world.key_file).contract("s-new"))
+    own.close()  # the console's ledger is gone
+    assert console.tick() == (0, 2)  # nothing denied unrecorded; the new request is still announced (twice: 2 channels)
+    assert ApprovalStore(world.db).get(old).status is ApprovalStatus.PENDING
+    assert {p.path for p in receiver.posts} == {"/slack", "/hook"} and all(fresh in p.body.decode() for p in receiver.posts)

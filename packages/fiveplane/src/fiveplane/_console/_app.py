@@ -226,23 +226,41 @@ class Console:
     # -- background: expiry sweeper and notifications ---------------------------------------------
 
     def tick(self) -> tuple[int, int]:
-        """Deny what expired unanswered (fail closed), then announce new requests; ``(denied, sent)``."""
+        """Deny what expired unanswered (fail closed), then announce new requests; ``(denied, sent)``.
+
+        Each half runs even when the other fails (a ledger that cannot record an expiry must not stop
+        the announcements); the failure is logged and retried at the next tick.
+        """
         self.ticks += 1
-        denied = self.store.deny_expired()
+        denied: list[ApprovalRequest] = []
+        sent = 0
+        try:
+            denied = self.store.deny_expired()
+        except Exception:
+            log.exception("expiry sweep failed (retried at the next tick)")
         for req in denied:
             log.warning("approval %s (%s) expired unanswered: denied", req.id, req.tool)
-        sent = self.notifier.poll()
-        self.evidence.verify_status(max_age=self.verify_every)
+        try:
+            sent = self.notifier.poll()
+        except Exception:
+            log.exception("notification round failed (retried at the next tick)")
         return len(denied), sent
 
     async def run_background(self) -> None:
+        """The sweeper and the notifier every ``tick_seconds``; ledger verification in its own loop."""
         assert self.tick_seconds is not None
-        while True:
-            try:
+        verifier = asyncio.create_task(self._verify_loop())
+        try:
+            while True:
                 await asyncio.to_thread(self.tick)
-            except Exception:
-                log.exception("console background tick failed")
-            await asyncio.sleep(self.tick_seconds)
+                await asyncio.sleep(self.tick_seconds)
+        finally:
+            verifier.cancel()
+
+    async def _verify_loop(self) -> None:
+        while True:
+            await asyncio.to_thread(self.evidence.verify_status, max_age=self.verify_every)
+            await asyncio.sleep(self.verify_every)
 
     # -- views: helpers ---------------------------------------------------------------------------
 

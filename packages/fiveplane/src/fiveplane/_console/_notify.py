@@ -248,26 +248,28 @@ class Notifier:
     def _claim(self, req: ApprovalRequest, channel: str, now: datetime) -> int | None:
         """The attempt number this process may make now, or ``None`` (sent, given up, not due, or another process has it)."""
         engine = self.store.engine
-        with engine.begin() as conn:
+        with engine.connect() as conn:
             row = conn.execute(select(_sent).where(and_(_sent.c.approval_id == req.id, _sent.c.channel == channel))).first()
-            if row is None:
-                try:
+        if row is None:
+            try:  # the first attempt belongs to whoever inserts the row (the primary key decides)
+                with engine.begin() as conn:
                     conn.execute(
                         insert(_sent).values(
                             approval_id=req.id, channel=channel, status="pending", attempts=1, next_attempt=now, updated_at=now
                         )
                     )
-                except IntegrityError:
-                    return None
-                return 1
-            if row.status != "pending" or row.next_attempt > now:
+            except IntegrityError:
                 return None
+            return 1
+        if row.status != "pending" or row.next_attempt > now:
+            return None
+        with engine.begin() as conn:
             claimed = conn.execute(
                 update(_sent)
                 .where(and_(_sent.c.approval_id == req.id, _sent.c.channel == channel, _sent.c.attempts == row.attempts))
                 .values(attempts=row.attempts + 1, updated_at=now)
             ).rowcount
-            return int(row.attempts) + 1 if claimed == 1 else None
+        return int(row.attempts) + 1 if claimed == 1 else None
 
     def _settle(self, req: ApprovalRequest, channel: str, attempt: int, error: str | None, fatal: bool) -> None:
         now = self.clock()
