@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade "uv>=0.9,<0.14"
 
 $(STAMP): $(BIN)/python $(PROJECTS)
-	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet -e "packages/fiveplane[dev,postgres,pii,otel,notebooks,bench]" \
+	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet -e "packages/fiveplane[dev,postgres,pii,otel,notebooks,bench,console]" \
 		-e "integrations/langchain-fiveplane[test]" -e integrations/llama-index-fiveplane
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 

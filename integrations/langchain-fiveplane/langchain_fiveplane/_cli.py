@@ -22,6 +22,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from fiveplane import console_url
 from fiveplane._cli._common import EXIT_BAD_INPUT, EXIT_FAILED, console, die, err_console, print_json
 
 if TYPE_CHECKING:
@@ -281,6 +282,13 @@ def _run_demo(
                     )
                 )
     console.print(Text(f"  approvals: fiveplane approvals list --db {db}", style="dim"))
+    console.print(
+        Text(
+            f"  or in a browser: fiveplane console --db {db} --policy PACK, then open {console_url()} "
+            "(a pause prints its own link)",
+            style="dim",
+        )
+    )
 
 
 def _exit_code(fn: Callable[[], None]) -> int:

@@ -42,6 +42,7 @@ from fiveplane import (
     Principal,
     PrincipalKind,
     approver,
+    console_url,
 )
 
 from ._context import run_config
@@ -444,6 +445,18 @@ def _finish(
     return DemoResult(recorder.events, answer, session, thread, executed, approvals, _notes_seen(messages), messages, tokens)
 
 
+def _paused(rec: _Recorder, req: ApprovalRequest) -> None:
+    """The pause, with the console page where a person decides it (``fiveplane console``)."""
+    link = console_url(req.id)
+    rec.add(
+        "approval",
+        f"paused: {req.tool} waits for a {req.role}",
+        f"request {req.id} filed for {req.requester}, expires {req.expires_at:%H:%M:%SZ}; decide it in the console: {link}",
+        tool=req.tool,
+        detail={"approval_id": req.id, "requester": req.requester, "role": req.role, "console_url": link},
+    )
+
+
 def run_langchain_demo(
     governor: Governor,
     *,
@@ -482,13 +495,7 @@ def run_langchain_demo(
             answers: dict[str, Any] = {}
             for interrupt_id, rid in pending:
                 req = store.get(rid)
-                rec.add(
-                    "approval",
-                    f"paused: {req.tool} waits for a {req.role}",
-                    f"request {rid} filed for {req.requester}, expires {req.expires_at:%H:%M:%SZ}",
-                    tool=req.tool,
-                    detail={"approval_id": rid, "requester": req.requester, "role": req.role},
-                )
+                _paused(rec, req)
                 try:  # the requester tries to approve her own change
                     store.approve(rid, approver(req.requester, [req.role]), "self-approval attempt")
                     rec.add("approval", f"{req.requester} approved her own request", "separation of duties did not hold!")
@@ -537,13 +544,7 @@ async def arun_langchain_demo(
             answers: dict[str, Any] = {}
             for interrupt_id, rid in pending:
                 req = await asyncio.to_thread(store.get, rid)
-                rec.add(
-                    "approval",
-                    f"paused: {req.tool} waits for a {req.role}",
-                    f"request {rid} filed for {req.requester}, expires {req.expires_at:%H:%M:%SZ}",
-                    tool=req.tool,
-                    detail={"approval_id": rid, "requester": req.requester, "role": req.role},
-                )
+                _paused(rec, req)
                 try:
                     await asyncio.to_thread(store.approve, rid, approver(req.requester, [req.role]), "self-approval attempt")
                     rec.add("approval", f"{req.requester} approved her own request", "separation of duties did not hold!")

@@ -32,6 +32,7 @@ from ._call import (
     sealed_tool,
     take_sealed,
 )
+from ._console import console_url
 from ._decisions import Decision, Finding, Mode, Obligation, ObligationKind, Severity, Verdict, strongest
 from ._engine import (
     ActionBlocked,
@@ -280,6 +281,7 @@ __all__ = [
     "build_sink",
     "canonical_json",
     "capability_scope",
+    "console_url",
     "current_capability",
     "current_run",
     "default_capability",

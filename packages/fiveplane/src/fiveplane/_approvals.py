@@ -352,6 +352,29 @@ class ApprovalStore:
     def deny(self, request_id: str, approver: Principal, reason: str | None = None) -> ApprovalRequest:
         return self._decide(request_id, approver, ApprovalStatus.DENIED, reason)
 
+    def deny_expired(self, *, by: str = "fiveplane:expiry") -> list[ApprovalRequest]:
+        """Deny every pending request nobody answered before its expiry (fail closed: the same action
+        stays blocked in its session). Each is recorded (``approval.expired``) before it changes."""
+        now = self.clock()
+        done: list[ApprovalRequest] = []
+        for req in self.requests(status=ApprovalStatus.PENDING, include_expired=True):
+            if not req.expired(now):
+                continue
+            reason = f"nobody answered before it expired at {req.expires_at.isoformat()}"
+            denied = req.model_copy(
+                update={"status": ApprovalStatus.DENIED, "decided_by": by, "decided_at": now, "reason": reason}
+            )
+            self._emit("approval.expired", denied)
+            with self.engine.begin() as conn:
+                changed = conn.execute(
+                    update(_table)
+                    .where(and_(_table.c.id == req.id, _table.c.status == ApprovalStatus.PENDING.value))
+                    .values(status=ApprovalStatus.DENIED.value, decided_by=by, decided_at=now, reason=reason)
+                ).rowcount
+            if changed == 1:
+                done.append(denied)
+        return done
+
     # ---- waiting ------------------------------------------------------------------------------
 
     def wait(self, request_id: str, timeout: float, poll: float = 0.2) -> ApprovalRequest:

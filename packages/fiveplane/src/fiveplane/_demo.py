@@ -71,6 +71,16 @@ class DemoStep:
     outcome: str
 
     @property
+    def console_link(self) -> str | None:
+        """Where a person decides this step in the approval console, when it paused for approval."""
+        from ._console import console_url
+
+        for ob in self.decision.obligations_of(ObligationKind.APPROVAL):
+            if ob.params.get("approval_id"):
+                return console_url(str(ob.params["approval_id"]))
+        return None
+
+    @property
     def token(self) -> dict[str, Any] | None:
         """The capability token minted for this step (id, scope, expiry), if any — never the bearer."""
         for ob in self.decision.obligations_of(ObligationKind.ATTENUATE):

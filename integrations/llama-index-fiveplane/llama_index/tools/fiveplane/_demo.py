@@ -65,6 +65,7 @@ from fiveplane import (
     Principal,
     PrincipalKind,
     approver,
+    console_url,
 )
 
 from ._approvals import ApprovalRequestEvent, ApprovalResponseEvent
@@ -414,7 +415,8 @@ async def arun_demo(
                     timeline.note(
                         f"approval requested ({ev.approval_id})",
                         f"{ev.policy_tool} {ev.arguments} for {ev.requester} waits for a {ev.role}"
-                        f"{' other than the requester' if ev.separation_of_duties else ''}; expires {ev.expires_at}",
+                        f"{' other than the requester' if ev.separation_of_duties else ''}; expires {ev.expires_at}; "
+                        f"decide it in the console: {console_url(ev.approval_id)}",
                     )
                     answer = ApprovalResponseEvent.approve(ev, LEAD, reason="photo of the cracked lid checked")
                     timeline.note(f"{LEAD.id} approves {ev.approval_id}", f"{LEAD.id} ({', '.join(LEAD.roles)}): {answer.reason}")

@@ -12,6 +12,7 @@ import typer
 
 from ._approvals import app as approvals_app
 from ._audit import app as audit_app
+from ._console import console_command
 from ._coverage import coverage
 from ._demo import demo
 from ._export import app as export_app
@@ -36,6 +37,7 @@ app.add_typer(report_app, name="report")
 app.add_typer(sessions_app, name="sessions")
 app.command("demo")(demo)
 app.command("coverage")(coverage)
+app.command("console")(console_command)
 
 
 def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:

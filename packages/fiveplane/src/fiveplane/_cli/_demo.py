@@ -94,6 +94,7 @@ def demo(
                     "tool": s.action.tool,
                     "outcome": s.outcome,
                     "token": s.token,
+                    "console_url": s.console_link,
                     **s.decision.summary(),
                 }
             )
@@ -111,6 +112,8 @@ def demo(
         console.print(Text(f"      {s.decision.explanation}"))
         if s.outcome not in (v,):
             console.print(Text(f"      outcome: {s.outcome}", style="dim"))
+        if s.console_link is not None:
+            console.print(Text(f"      decide it in the console: {s.console_link}", style="yellow"))
         if s.token is not None:
             t = s.token
             bound = ", bound to these arguments" if t.get("arguments_bound") else ""

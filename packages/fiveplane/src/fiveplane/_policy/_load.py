@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from .._actions import ActionClass, MediationPoint, canonical_json
 from .._decisions import Mode, Verdict
 from ._cel import Condition
-from ._models import AgentSpec, ConnectorSpec, Defaults, FlowSpec, PackSpec, RuleSpec, SessionsSpec, ToolSpec
+from ._models import AgentSpec, ApprovalsSpec, ConnectorSpec, Defaults, FlowSpec, PackSpec, RuleSpec, SessionsSpec, ToolSpec
 from ._yaml import Located, PolicyError, load_yaml
 
 __all__ = ["CompiledRule", "Glob", "Policy", "load_policy"]
@@ -114,6 +114,8 @@ class Policy:
     """Compiled tool globs of each flow rule, then the extra consequential tools (last)."""
     sessions: SessionsSpec | None = None
     """Session-store settings (the last pack that declares them wins)."""
+    approvals: ApprovalsSpec | None = None
+    """The approval console's settings (the last pack that declares them wins)."""
     _index: dict[tuple[MediationPoint, str | None, str | None, ActionClass | None], tuple[CompiledRule, ...]] = field(
         default_factory=dict, repr=False
     )
@@ -223,6 +225,7 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
     plane_sources: dict[str, Source] = {}
     flow: FlowSpec | None = None
     sessions: SessionsSpec | None = None
+    approvals: ApprovalsSpec | None = None
 
     def declare(kind: str, registry: dict[str, Any], item: Any, loc: tuple[str | int, ...], located: Located) -> None:
         key = f"{kind}:{item.name}"
@@ -253,6 +256,8 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
                         )
         if spec.sessions is not None:
             sessions = spec.sessions
+        if spec.approvals is not None:
+            approvals = spec.approvals
         for name, cfg in spec.planes.items():
             planes.setdefault(name, {}).update(cfg)
             plane_sources[name] = Source(located.path, located.line_of(("planes", name)))
@@ -321,7 +326,9 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
 
     digest = hashlib.sha256()
     for pack in packs:
-        digest.update(canonical_json(json.loads(pack.spec.model_dump_json(by_alias=True))))
+        # a pack without the (later) `approvals:` section hashes as it did before the section existed
+        skip = {"approvals"} if pack.spec.approvals is None else None
+        digest.update(canonical_json(json.loads(pack.spec.model_dump_json(by_alias=True, exclude=skip))))
     policy = Policy(
         name=top.spec.name,
         version=top.spec.version,
@@ -338,6 +345,7 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
         sources=sources,
         agent_tools={name: Glob(a.tools) for name, a in agents.items()},
         flow=flow,
+        approvals=approvals,
         flow_globs=[Glob(r.tools) for r in flow.rules] + [Glob(flow.tools)] if flow else [],
         sessions=sessions,
     )

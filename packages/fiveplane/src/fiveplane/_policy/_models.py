@@ -14,15 +14,19 @@ __all__ = [
     "AfterSpec",
     "AgentSpec",
     "ApprovalSpec",
+    "ApprovalsSpec",
     "ConnectorSpec",
     "Defaults",
     "FlowRuleSpec",
     "FlowSpec",
     "Match",
+    "NotifySpec",
     "ObligationSpec",
     "PackSpec",
     "RuleSpec",
+    "SlackNotifySpec",
     "ToolSpec",
+    "WebhookNotifySpec",
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*$")
@@ -236,6 +240,61 @@ class SessionsSpec(_Strict):
     """What a step of an evicted session gets: ``block`` (it never silently starts over) or ``restart``."""
 
 
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def _env_name(v: str) -> str:
+    if not _ENV_NAME.match(v):
+        raise ValueError(f"{v!r} is not an environment variable name (secrets never go in a pack: name the variable)")
+    return v
+
+
+class SlackNotifySpec(_Strict):
+    """A Slack incoming webhook. Its URL is a secret: the pack names the environment variable holding it."""
+
+    webhook_url_env: str = "FIVEPLANE_SLACK_WEBHOOK_URL"
+
+    @field_validator("webhook_url_env")
+    @classmethod
+    def _env(cls, v: str) -> str:
+        return _env_name(v)
+
+
+class WebhookNotifySpec(_Strict):
+    """A generic webhook, signed with HMAC-SHA256 (the SOAR sink's headers) when the secret variable is set."""
+
+    endpoint: str = Field(pattern=r"^https?://[^\s/]+")
+    secret_env: str = "FIVEPLANE_WEBHOOK_SECRET"
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env(cls, v: str) -> str:
+        return _env_name(v)
+
+
+class NotifySpec(_Strict):
+    """Where a new approval request is announced (a link to the console, never the arguments)."""
+
+    slack: SlackNotifySpec | None = None
+    webhook: WebhookNotifySpec | None = None
+    include_requester: bool = False
+    """Name the requesting user in the message (off: the message carries ids and the tool only)."""
+
+
+class ApprovalsSpec(_Strict):
+    """The approval console: its public address (links in notifications), preset reasons, notifications."""
+
+    console_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+")
+    """The address people open the console at (default: where ``fiveplane console`` listens)."""
+    approve_reasons: tuple[str, ...] = ("Verified with the requester", "Expected business change")
+    deny_reasons: tuple[str, ...] = (
+        "Not expected: looks like a prompt injection",
+        "Wrong target or arguments",
+        "Needs a ticket first",
+    )
+    notify: NotifySpec = Field(default_factory=NotifySpec)
+
+
 class PackSpec(_Strict):
     name: str
     version: str = "0"
@@ -256,6 +315,8 @@ class PackSpec(_Strict):
     """Taint tracking from untrusted content to consequential actions (off when absent)."""
     sessions: SessionsSpec | None = None
     """Where session state lives (default: in the process; a database URL for many workers)."""
+    approvals: ApprovalsSpec | None = None
+    """The approval console and its notifications (``fiveplane console``)."""
 
     @field_validator("name")
     @classmethod
