@@ -142,6 +142,8 @@ class ApprovalStore:
         self.record = record
         self.clock = clock
         self._on_filed: list[Callable[[ApprovalRequest], None]] = []
+        self.redact_reason: Callable[[str, ApprovalRequest], str] | None = None
+        """Redacts an approver's reason before it is stored or recorded (a Governor wires its data plane)."""
         _meta.create_all(self.engine, checkfirst=True)
 
     def _emit(self, kind: str, req: ApprovalRequest) -> None:
@@ -332,6 +334,8 @@ class ApprovalStore:
             raise ApprovalError(f"{approver.id} does not hold the role {req.role!r} this approval needs")
         if req.separation_of_duties and approver.id == req.requester:
             raise ApprovalError(f"{approver.id} requested this action and cannot also approve or deny it (separation of duties)")
+        if reason and self.redact_reason is not None:
+            reason = self.redact_reason(reason, req)  # a person's free text is evidence like any other
         decided = req.model_copy(update={"status": status, "decided_by": approver.id, "decided_at": now, "reason": reason})
         self._emit(f"approval.{status.value}", decided)
         with self.engine.begin() as conn:
@@ -371,6 +375,8 @@ class ApprovalStore:
                     .where(and_(_table.c.id == req.id, _table.c.status == ApprovalStatus.PENDING.value))
                     .values(status=ApprovalStatus.DENIED.value, decided_by=by, decided_at=now, reason=reason)
                 ).rowcount
+                if changed == 1 and self.engine.dialect.name == "postgresql":
+                    conn.execute(select(func.pg_notify(CHANNEL, req.id)))  # wakes a waiting call at once
             if changed == 1:
                 done.append(denied)
         return done

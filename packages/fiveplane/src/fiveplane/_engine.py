@@ -28,7 +28,7 @@ from ._actions import Action, ActionClass, MediationPoint, Principal
 from ._approvals import ApprovalError, ApprovalRequest, ApprovalStore
 from ._call import ApprovalMode, CallContext, CallProtocol, Execute, Refusal, adrive, capability_scope, drive
 from ._decisions import Decision, Finding, Mode, ObligationKind, Severity, Verdict
-from ._evidence import EvidenceSink, Outcome
+from ._evidence import EvidenceSink, Outcome, digest_value
 from ._flow import FlowContent
 from ._planes._base import BasePlane, PlaneContext, PlaneResult
 from ._planes._reasoning import Contribution, ReasoningPlane, describe
@@ -142,6 +142,8 @@ class Governor:
         self.redact = redact
         self.durable_classes = durable_classes
         self.approvals = approvals
+        if approvals is not None and approvals.redact_reason is None:
+            approvals.redact_reason = self._redact_reason
         self.clock = clock
         self._configs = self._validate_plane_configs()
         self._listeners: list[Callable[[Action, Decision], None]] = []
@@ -359,9 +361,18 @@ class Governor:
     def _record_or_fail(self, action: Action, decision: Decision) -> Generator[_Effect, Any, Decision]:
         if self.evidence is None:
             return decision
+        durable = self._durable(action)
         try:
-            yield _Evidence(self._evidence_action(action, decision), decision, self._durable(action))
+            yield _Evidence(self._evidence_action(action, decision), self._evidence_decision(decision, action), durable)
         except Exception as exc:  # noqa: BLE001 - no evidence, no action
+            if self.policy.evidence == "best_effort" and not durable and decision.verdict.proceeds:
+                note = Finding(
+                    plane="evidence",
+                    code="not_recorded",
+                    message=f"evidence could not be recorded ({type(exc).__name__}); the pack's evidence is best_effort",
+                    severity=Severity.WARNING,
+                )
+                return decision.model_copy(update={"findings": (*decision.findings, note)})
             self._abort(action.action_id)
             return _fail(decision, "evidence", exc)
         return decision
@@ -402,7 +413,7 @@ class Governor:
                 separation_of_duties=bool(spec.params.get("separation_of_duties", True)),
                 expires_in=int(spec.params.get("expires_in", 3600)),
                 rule_id=spec.rule_id,
-                explanation=decision.explanation,
+                explanation=self._evidence_decision(decision, action).explanation,
             ),
             (),
         )
@@ -457,7 +468,9 @@ class Governor:
             vetoed = _fail(decision, stage, exc)
             if self.evidence is not None:  # the decision recorded above no longer stands: say so
                 try:
-                    yield _Evidence(self._evidence_action(action, vetoed), vetoed, self._durable(action))
+                    yield _Evidence(
+                        self._evidence_action(action, vetoed), self._evidence_decision(vetoed, action), self._durable(action)
+                    )
                 except Exception:  # noqa: BLE001 - blocked anyway; the first record names the action
                     pass
             return vetoed
@@ -601,28 +614,87 @@ class Governor:
 
     def _evidence_action(self, action: Action, decision: Decision) -> Action:
         """The action as it is recorded: with the arguments / content the next step received, then
-        redacted by the ``redact`` hook, or else by every plane's ``redact_evidence``."""
+        redacted by the ``redact`` hook, or else by every plane's ``redact_evidence``; the declared
+        intent and the principals' claims through every plane's ``redact_evidence_text``."""
         stored = action
         if decision.modified_arguments is not None:
             stored = stored.model_copy(update={"arguments": decision.modified_arguments})
         if decision.modified_content is not None:
             stored = stored.model_copy(update={"content": decision.modified_content})
         if self.redact is not None:
-            return self.redact(stored)
+            stored = self.redact(stored)
+        else:
+            for plane in self.planes:
+                stored = plane.redact_evidence(stored)
+        update: dict[str, Any] = {}
+        if stored.intent:
+            intent = self.redact_text(stored.intent, action)
+            if intent != stored.intent:
+                update["intent"] = intent
+        if any(p.claims for p in stored.principal):
+            update["principal"] = tuple(
+                p.model_copy(update={"claims": self._redact_json(p.claims, action)}) if p.claims else p for p in stored.principal
+            )
+        return stored.model_copy(update=update) if update else stored
+
+    def redact_text(self, text: str, action: Action) -> str:
+        """Free text about ``action`` (intent, an error, a reason) as evidence may keep it: through every
+        plane's ``redact_evidence_text`` (the data plane's redacts what it detects)."""
         for plane in self.planes:
-            stored = plane.redact_evidence(stored)
-        return stored
+            text = plane.redact_evidence_text(text, action)
+        return text
+
+    def _redact_reason(self, text: str, req: ApprovalRequest) -> str:
+        try:
+            action = Action.model_validate(req.action)
+        except Exception:  # noqa: BLE001 - without its action the reason is kept only as a digest
+            return "[unscanned " + digest_value(text) + "]"
+        return self.redact_text(text, action)
+
+    def _redact_json(self, value: Any, action: Action) -> Any:
+        if isinstance(value, str):
+            return self.redact_text(value, action)
+        if isinstance(value, dict):
+            return {k: self._redact_json(v, action) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._redact_json(v, action) for v in value]
+        return value
+
+    def _evidence_decision(self, decision: Decision, action: Action) -> Decision:
+        """The decision as it is recorded: error texts (a plane's exception, a condition's failure)
+        can quote the data that caused them, so they go through the redaction path too."""
+        if not decision.errors:
+            return decision
+        findings = tuple(
+            f.model_copy(update={"message": self.redact_text(f.message, action)}) if f.severity is Severity.ERROR else f
+            for f in decision.findings
+        )
+        return decision.model_copy(
+            update={
+                "findings": findings,
+                "errors": tuple(self.redact_text(e, action) for e in decision.errors),
+                "explanation": self.redact_text(decision.explanation, action),
+            }
+        )
+
+    def _evidence_outcome(self, action: Action, outcome: Outcome) -> Outcome:
+        if not outcome.error:
+            return outcome
+        return outcome.model_copy(update={"error": self.redact_text(outcome.error, action)})
 
     def _durable(self, action: Action) -> bool:
         return action.action_class in self.durable_classes
 
     def record_outcome(self, action: Action, outcome: Outcome, *, durable: bool | None = None) -> None:
-        """Record what happened; durable by default for the classes in ``durable_classes``."""
+        """Record what happened (an error message redacted); durable by default for ``durable_classes``."""
         if self.evidence is not None:
+            outcome = self._evidence_outcome(action, outcome)
             self.evidence.record_outcome(action, outcome, durable=self._durable(action) if durable is None else durable)
 
     async def arecord_outcome(self, action: Action, outcome: Outcome, *, durable: bool | None = None) -> None:
         if self.evidence is not None:
+            if outcome.error:
+                outcome = await asyncio.to_thread(self._evidence_outcome, action, outcome)
             await self.evidence.arecord_outcome(action, outcome, durable=self._durable(action) if durable is None else durable)
 
     # ---- governed callables ---------------------------------------------------------------------

@@ -34,7 +34,9 @@ from typing import Any, cast
 
 import httpx
 
+from .._decisions import short_digest
 from ._egress import EgressPolicy, Scope, UrlCheck
+from ._messages import check_message
 from ._url import DEFAULT_PORTS, ParsedURL, UrlError, canonical_host
 
 __all__ = [
@@ -70,6 +72,17 @@ async def async_system_resolver(host: str) -> list[str]:
     """:func:`system_resolver` without blocking the event loop (``loop.getaddrinfo``)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _where(request: httpx.Request) -> str:
+    """The request's origin and a digest of its URL: an exception message never quotes a path or a query."""
+    url = request.url
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.host}{port} (url {short_digest(str(url))})"
+
+
+def _refused(check: UrlCheck, request: httpx.Request, scope: Scope) -> str:
+    return f"egress blocked: {check_message(check, str(request.url), scope)}"
 
 
 class EgressBlocked(httpx.TransportError):
@@ -173,14 +186,14 @@ class _Gate:
         except UrlError as exc:
             check = self.policy._url_error(str(request.url), exc)
             raise EgressBlocked(
-                f"egress blocked: {check.message}", request=request, code=check.code, rule_id=check.rule_id
+                _refused(check, request, scope), request=request, code=check.code, rule_id=check.rule_id
             ) from None
         check = self.policy.check_url(parsed, scope)
         if not check.allowed:
-            raise EgressBlocked(f"egress blocked: {check.message}", request=request, code=check.code, rule_id=check.rule_id)
+            raise EgressBlocked(_refused(check, request, scope), request=request, code=check.code, rule_id=check.rule_id)
         if self.bind and grant is not None and grant.bound and not grant.permits(parsed):
             raise EgressBlocked(
-                f"egress blocked: {parsed.short()} was not shown in the arguments of the governed call {grant.scope.tool} ({grant.action_id})",
+                f"egress blocked: {_where(request)} was not shown in the arguments of the governed call {grant.scope.tool} ({grant.action_id})",
                 request=request,
                 code="not_in_arguments",
                 rule_id="network.bound",
@@ -195,7 +208,7 @@ class _Gate:
         reason = self.policy.check_addresses(check.url.host, addresses, check.networks)
         if reason is not None:
             raise EgressBlocked(
-                f"egress blocked: {check.url.short()}: {reason} (SSRF protection)",
+                f"egress blocked: {_where(request)}: {reason} (SSRF protection)",
                 request=request,
                 code="ssrf_dns",
                 rule_id="network.ssrf",

@@ -137,6 +137,12 @@ class BasePlane:
         """The action as the evidence may store it (the data plane redacts what it detected)."""
         return action
 
+    def redact_evidence_text(self, text: str, action: Action) -> str:
+        """Free text about ``action`` as the evidence may store it: the declared intent, claims, an
+        error message, an approver's reason (the data plane redacts what it detects). Must not raise
+        for content: return a digest (``[unscanned sha256:…]``) when the text cannot be scanned."""
+        return text
+
     def on_abort(self, action_id: str) -> None:
         """The decision turned into a block after :meth:`on_decision` ran (e.g. revoke a fresh token)."""
 

@@ -378,6 +378,12 @@ class DataPlane(BasePlane):
             )
         return action.model_copy(update={"arguments": report.evidence_arguments or {}, "content": report.evidence_content})
 
+    def redact_evidence_text(self, text: str, action: Action) -> str:
+        """Intent, claims, error messages and reasons are redacted like the evidence of ``action``'s step."""
+        return self.redact_text(
+            text, point=action.point, tool=action.tool, connector=action.connector, session_id=action.session_id
+        )
+
     # ---- streaming --------------------------------------------------------------------------
 
     def stream_redactor(

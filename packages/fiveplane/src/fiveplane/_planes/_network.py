@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from .._actions import Action, MediationPoint
-from .._decisions import Decision, Obligation, Severity, Verdict, short_digest, value_digest
+from .._decisions import Decision, Obligation, Severity, Verdict, value_digest
 from .._net._addr import IPNetwork
 from .._net._egress import DEFAULT_BLOCKED_SCHEMES, EgressPattern, EgressPolicy, EgressRule, Scope, UrlCheck
+from .._net._messages import check_message, subject
 from .._net._transport import (
     AsyncGovernedTransport,
     AsyncResolver,
@@ -52,7 +53,7 @@ from .._net._transport import (
     set_grant,
     system_resolver,
 )
-from .._net._url import DEFAULT_PORTS, Host, find_urls
+from .._net._url import Host, find_urls
 from .._policy._load import Glob, Policy
 from ._base import BasePlane, PlaneContext, PlaneResult
 
@@ -303,70 +304,6 @@ class _Outcome:
     """index in ``problems`` → structured fields of that finding."""
 
 
-_URL_ERRORS = {
-    "empty_host": "it has no host",
-    "invalid_host": "its host is not a valid host name",
-    "invalid_idn": "its host is not a valid IDNA 2008 name",
-    "invalid_ipv4": "its host ends in a number but is not a valid IPv4 address",
-    "nonstandard_ip": "its host is an IP address in a non-standard notation (write IP addresses as a dotted quad)",
-    "percent_encoded_host": "its host is percent-encoded (hosts must be written plainly)",
-    "invalid_port": "its port is not valid",
-    "invalid_url": "it is not an absolute URL of the form scheme://host/...",
-    "backslash": "it contains a backslash, which browsers and some clients read as '/'",
-    "whitespace": "its host part contains white space",
-    "control_character": "it contains a control character (tab, newline, NUL, ...) that clients strip or reject",
-    "userinfo": "it carries user info before '@'",
-}
-"""What each URL error code means, for messages that do not quote the URL."""
-
-
-def _origin_text(check: UrlCheck) -> str:
-    """``scheme://host[:port]`` of a URL check, ``host[:port]`` of a host check: never the path or query."""
-    if check.url is not None:
-        u = check.url
-        port = f":{u.port}" if u.explicit_port and u.port != DEFAULT_PORTS.get(u.scheme) else ""
-        return f"{u.scheme}://{u.host.url_form}{port}"
-    if check.host is not None:
-        return check.host.url_form + (f":{check.port}" if check.port is not None else "")
-    return ""
-
-
-def _subject(check: UrlCheck, raw: str) -> str:
-    """How a message names the checked value: its origin (host only) and a short digest of the text."""
-    ref = short_digest(raw)
-    origin = _origin_text(check)
-    if check.url is not None:
-        return f"the URL to {origin} ({ref})"
-    if check.host is not None:
-        return f"the host {origin} ({ref})"
-    return f"an invalid URL ({ref})"
-
-
-def _ssrf_reason(check: UrlCheck) -> str:
-    prefix, suffix = f"{check.target} is blocked: ", " (SSRF protection)"
-    message = check.message.removeprefix("host ")
-    if message.startswith(prefix) and message.endswith(suffix):
-        return message[len(prefix) : -len(suffix)]
-    return "it reaches a private, loopback or metadata address"
-
-
-def _check_message(check: UrlCheck, raw: str, scope: Scope) -> str:
-    """The message of one URL / host check, naming the host and a digest, never the path or query."""
-    subject = _subject(check, raw)
-    code = check.code
-    if code == "allowed":
-        return f"{subject}: no SSRF risk found" if check.ssrf else f"{subject} is allowed by egress rule {check.rule_id}"
-    if code == "ssrf":
-        return f"{subject} is blocked: {_ssrf_reason(check)} (SSRF protection)"
-    if code == "scheme_blocked" and check.url is not None:
-        return f"{subject} is blocked: the {check.url.scheme}: scheme is blocked (used to smuggle requests to internal services)"
-    if code == "egress_denied":
-        return f"{subject} is denied by egress rule {check.rule_id}"
-    if code == "not_allowed":
-        return f"{subject} is not on the egress allow-list for {scope.describe()}"
-    return f"{subject} is blocked: {_URL_ERRORS.get(code, f'it is not a valid URL ({code})')}"
-
-
 def _check_fields(check: UrlCheck, raw: str) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": "url" if check.url is not None or check.host is None else "host", "digest": value_digest(raw)}
     if check.url is not None:
@@ -613,7 +550,7 @@ class NetworkPlane(BasePlane):
             raw = outcome.raw.get(id(check), check.target)
             result.add(
                 check.code,
-                _check_message(check, raw, scope),
+                check_message(check, raw, scope),
                 verdict=verdict,
                 severity=Severity.HIGH,
                 rule_id=check.rule_id,
@@ -629,7 +566,7 @@ class NetworkPlane(BasePlane):
             )
         allowed = [c for c in outcome.checks if c.allowed]
         if allowed:
-            shown = "; ".join(_check_message(c, outcome.raw.get(id(c), c.target), scope) for c in allowed[:3]) + (
+            shown = "; ".join(check_message(c, outcome.raw.get(id(c), c.target), scope) for c in allowed[:3]) + (
                 f"; and {len(allowed) - 3} more" if len(allowed) > 3 else ""
             )
             result.add(
@@ -720,7 +657,7 @@ class NetworkPlane(BasePlane):
         if reason is not None:
             raw = outcome.raw.get(id(check), check.target)
             outcome.fields[len(outcome.problems)] = {**_check_fields(check, raw), "code": "ssrf", "allowed": False}
-            outcome.problems.append(("ssrf", f"{_subject(check, raw)} is blocked: {reason} (SSRF protection)", "network.ssrf"))
+            outcome.problems.append(("ssrf", f"{subject(check, raw)} is blocked: {reason} (SSRF protection)", "network.ssrf"))
 
     # ---- after the decision: the grant the transports enforce -------------------------------
 

@@ -114,6 +114,8 @@ class Policy:
     """Compiled tool globs of each flow rule, then the extra consequential tools (last)."""
     sessions: SessionsSpec | None = None
     """Session-store settings (the last pack that declares them wins)."""
+    evidence: str = "required"
+    """``required`` or ``best_effort`` (the last pack that declares it wins)."""
     approvals: ApprovalsSpec | None = None
     """The approval console's settings (the last pack that declares them wins)."""
     _index: dict[tuple[MediationPoint, str | None, str | None, ActionClass | None], tuple[CompiledRule, ...]] = field(
@@ -226,6 +228,7 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
     flow: FlowSpec | None = None
     sessions: SessionsSpec | None = None
     approvals: ApprovalsSpec | None = None
+    evidence = "required"
 
     def declare(kind: str, registry: dict[str, Any], item: Any, loc: tuple[str | int, ...], located: Located) -> None:
         key = f"{kind}:{item.name}"
@@ -256,6 +259,8 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
                         )
         if spec.sessions is not None:
             sessions = spec.sessions
+        if spec.evidence is not None:
+            evidence = spec.evidence
         if spec.approvals is not None:
             approvals = spec.approvals
         for name, cfg in spec.planes.items():
@@ -348,6 +353,7 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
         approvals=approvals,
         flow_globs=[Glob(r.tools) for r in flow.rules] + [Glob(flow.tools)] if flow else [],
         sessions=sessions,
+        evidence=evidence,
     )
     policy.warm()
     return policy

@@ -315,6 +315,9 @@ class PackSpec(_Strict):
     """Taint tracking from untrusted content to consequential actions (off when absent)."""
     sessions: SessionsSpec | None = None
     """Where session state lives (default: in the process; a database URL for many workers)."""
+    evidence: Literal["required", "best_effort"] | None = None
+    """``required`` (the default): an action whose evidence cannot be recorded is blocked, whatever its
+    class; ``best_effort``: only the durable classes (modify) are, the others run with a warning finding."""
     approvals: ApprovalsSpec | None = None
     """The approval console and its notifications (``fiveplane console``)."""
 
