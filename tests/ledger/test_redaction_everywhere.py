@@ -110,9 +110,7 @@ def test_planted_pii_is_nowhere_in_storage_or_exports(tmp_path: Path) -> None:
         exports[name] = sink.lines
     ledger.close()
 
-    files = [
-        p for p in tmp_path.iterdir() if p.is_file() and p.suffix in (".db", ".db-wal", ".db-shm") or p.name.endswith("-wal")
-    ]
+    files = [p for p in tmp_path.iterdir() if p.is_file() and ".db" in p.name]  # main files, -wal, -shm
     blobs = {p.name: p.read_bytes() for p in files}
     blobs.update({f"export:{k}": "\n".join(v).encode() for k, v in exports.items()})
     # the positive control: plaintext that is stored on purpose is found, in the database and every export
