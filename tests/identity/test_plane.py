@@ -458,3 +458,17 @@ def test_session_end_in_another_process_revokes(make_governor: MakeGov, root: Ke
         CapabilityVerifier(root.public_key, revocations=SqlRevocationStore(db)).verify(
             cap, tool="crm.search_accounts", operation="read"
         )
+
+
+def test_a_delegation_made_in_one_worker_holds_in_another(make_governor: MakeGov, db: str, tmp_path: Path) -> None:
+    """Delegations are session state: on a shared SqlSessionStore another Governor (worker) sees them."""
+    from fiveplane import SqlSessionStore
+
+    sessions = f"sqlite:///{tmp_path / 'sessions.db'}"
+    a, _ = make_governor(DELEGATION, sessions=SqlSessionStore(sessions))
+    b, _ = make_governor(DELEGATION, sessions=SqlSessionStore(sessions))
+    chain = (U1, PLANNER, READER)
+    assert call(b, "crm.get_note", chain=chain, session="w1", note_id="n1").verdict is Verdict.BLOCK
+    assert delegate(a, session="w1", tools=["crm.get_note"], classes=["read"], resources=["notes/*"]).verdict is Verdict.ALLOW
+    assert call(b, "crm.get_note", chain=chain, session="w1", note_id="n1").verdict is Verdict.ALLOW
+    assert call(b, "crm.get_note", chain=chain, session="w2", note_id="n1").verdict is Verdict.BLOCK
