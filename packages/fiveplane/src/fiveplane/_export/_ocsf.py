@@ -27,6 +27,7 @@ payload status). Validated against the official schema (PyPI ``ocsf-json-schema`
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .._ledger import EvidenceRecord
@@ -116,6 +117,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
+_EMAIL_T = re.compile(r"^[a-zA-Z0-9!#$%&'*+\-/=?^_`{|}~.]+@[a-zA-Z0-9-]+\.[a-zA-Z0-9-.]+$")
+
+
+def _email(value: Any) -> str | None:
+    """An ``email_t`` value, or nothing: a claim the data plane redacted (``<EMAIL_ADDRESS>``) is left out."""
+    return value if isinstance(value, str) and _EMAIL_T.match(value) else None
+
+
 class OcsfFormat:
     """OCSF 1.8.0 JSON events (see the module docstring for the mapping).
 
@@ -162,7 +171,7 @@ class OcsfFormat:
                 "uid": str(user.get("id")),
                 "type_id": 1,
                 "type": "User",
-                "email_addr": (user.get("claims") or {}).get("email"),
+                "email_addr": _email((user.get("claims") or {}).get("email")),
                 "groups": [{"name": str(r), "type": "role"} for r in user.get("roles") or []],
             }
         agents = step.agents or ([str(step.meta["agent"])] if step.meta.get("agent") else [])
