@@ -45,16 +45,6 @@ __all__ = ["FiveplaneRetriever"]
 _CONFIG: contextvars.ContextVar[RunnableConfig | None] = contextvars.ContextVar("fiveplane_retriever_config", default=None)
 
 
-def _labels(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return tuple(str(v) for v in value)
-    return (str(value),)
-
-
 class _Documents(ItemAdapter[Document]):
     """A LangChain ``Document`` as a ``retrieval`` step: its text the content, its labels the action's."""
 
@@ -67,7 +57,7 @@ class _Documents(ItemAdapter[Document]):
             tool=source,
             arguments={"query": query, "document": {"id": item.id, "metadata": jsonable(dict(item.metadata))}},
             content=item.page_content,
-            labels=_labels(item.metadata.get(self.label_key)),
+            labels=self.labels(item.metadata.get(self.label_key)),
             parent_action_id=parent.action_id if parent else None,
         )
 

@@ -283,12 +283,8 @@ Effect = Decide | Record | Blocking | WaitFor | Ask | Execute
 Flow = Generator[Effect, Any, T]
 
 
-def _no_ask(effect: Ask) -> Any:
-    raise ApprovalError("this driver cannot pause to ask a person")
-
-
-def drive(flow: Flow[T], governor: Governor, execute: Callable[[Execute], Any], ask: Callable[[Ask], Any] = _no_ask) -> T:
-    """Run a flow synchronously."""
+def run_effects(flow: Generator[Any, Any, T], perform: Callable[[Any], Any]) -> T:
+    """Drive a generator of effects: ``perform`` each; its value is sent back, its exception thrown in."""
     value: Any = None
     error: BaseException | None = None
     while True:
@@ -296,22 +292,50 @@ def drive(flow: Flow[T], governor: Governor, execute: Callable[[Execute], Any], 
             effect = flow.throw(error) if error is not None else flow.send(value)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        error, value = None, None
+        value, error = None, None
         try:
-            if isinstance(effect, Decide):
-                value = governor.decide(effect.action)
-            elif isinstance(effect, Record):
-                governor.record_outcome(effect.action, effect.outcome, durable=effect.durable)
-            elif isinstance(effect, Blocking):
-                value = effect.fn(*effect.args)
-            elif isinstance(effect, WaitFor):
-                value = effect.store.wait(effect.request_id, effect.timeout)
-            elif isinstance(effect, Ask):
-                value = ask(effect)
-            else:
-                value = execute(effect)
+            value = perform(effect)
         except BaseException as exc:  # noqa: BLE001 - handed to the flow, which decides (and re-raises)
             error = exc
+
+
+async def arun_effects(flow: Generator[Any, Any, T], perform: Callable[[Any], Awaitable[Any]]) -> T:
+    """Async twin of :func:`run_effects` (``perform`` is awaited)."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        value, error = None, None
+        try:
+            value = await perform(effect)
+        except BaseException as exc:  # noqa: BLE001
+            error = exc
+
+
+def _no_ask(effect: Ask) -> Any:
+    raise ApprovalError("this driver cannot pause to ask a person")
+
+
+def drive(flow: Flow[T], governor: Governor, execute: Callable[[Execute], Any], ask: Callable[[Ask], Any] = _no_ask) -> T:
+    """Run a flow synchronously."""
+
+    def perform(effect: Effect) -> Any:
+        if isinstance(effect, Decide):
+            return governor.decide(effect.action)
+        if isinstance(effect, Record):
+            return governor.record_outcome(effect.action, effect.outcome, durable=effect.durable)
+        if isinstance(effect, Blocking):
+            return effect.fn(*effect.args)
+        if isinstance(effect, WaitFor):
+            return effect.store.wait(effect.request_id, effect.timeout)
+        if isinstance(effect, Ask):
+            return ask(effect)
+        return execute(effect)
+
+    return run_effects(flow, perform)
 
 
 async def _ano_ask(effect: Ask) -> Any:
@@ -325,29 +349,21 @@ async def adrive(
     ask: Callable[[Ask], Awaitable[Any]] = _ano_ask,
 ) -> T:
     """Run a flow on the event loop; blocking effects run in worker threads."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = flow.throw(error) if error is not None else flow.send(value)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        error, value = None, None
-        try:
-            if isinstance(effect, Decide):
-                value = await governor.adecide(effect.action)
-            elif isinstance(effect, Record):
-                await governor.arecord_outcome(effect.action, effect.outcome, durable=effect.durable)
-            elif isinstance(effect, Blocking):
-                value = await asyncio.to_thread(effect.fn, *effect.args)
-            elif isinstance(effect, WaitFor):
-                value = await effect.store.await_decision(effect.request_id, effect.timeout)
-            elif isinstance(effect, Ask):
-                value = await ask(effect)
-            else:
-                value = await execute(effect)
-        except BaseException as exc:  # noqa: BLE001
-            error = exc
+
+    async def perform(effect: Effect) -> Any:
+        if isinstance(effect, Decide):
+            return await governor.adecide(effect.action)
+        if isinstance(effect, Record):
+            return await governor.arecord_outcome(effect.action, effect.outcome, durable=effect.durable)
+        if isinstance(effect, Blocking):
+            return await asyncio.to_thread(effect.fn, *effect.args)
+        if isinstance(effect, WaitFor):
+            return await effect.store.await_decision(effect.request_id, effect.timeout)
+        if isinstance(effect, Ask):
+            return await ask(effect)
+        return await execute(effect)
+
+    return await arun_effects(flow, perform)
 
 
 # ---- the call and its outcome -------------------------------------------------------------------------
@@ -503,6 +519,19 @@ def _check_can_decide(req: ApprovalRequest, who: Principal, now: datetime) -> No
 
 class ItemAdapter(Generic[I]):
     """How a framework's retrieved item (a LangChain Document, a LlamaIndex node) becomes a step and back."""
+
+    @staticmethod
+    def labels(value: Any) -> tuple[str, ...]:
+        """Classification labels from item metadata: a list, a set, one label, or a comma-separated string."""
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        if isinstance(value, (set, frozenset)):
+            return tuple(sorted(str(v) for v in value))
+        if isinstance(value, (list, tuple)):
+            return tuple(str(v) for v in value)
+        return (str(value),)
 
     def action(self, run: Run, item: I, source: str | None, query: str | None, parent: Action | None) -> Action:
         raise NotImplementedError

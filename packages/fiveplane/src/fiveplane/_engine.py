@@ -26,7 +26,18 @@ from pydantic import BaseModel, ValidationError
 
 from ._actions import Action, ActionClass, MediationPoint, Principal
 from ._approvals import ApprovalError, ApprovalRequest, ApprovalStore
-from ._call import ApprovalMode, CallContext, CallProtocol, Execute, Refusal, adrive, capability_scope, drive
+from ._call import (
+    ApprovalMode,
+    CallContext,
+    CallProtocol,
+    Execute,
+    Refusal,
+    adrive,
+    arun_effects,
+    capability_scope,
+    drive,
+    run_effects,
+)
 from ._decisions import Decision, Finding, Mode, ObligationKind, Severity, Verdict
 from ._evidence import EvidenceSink, Outcome, digest_value
 from ._flow import FlowContent
@@ -477,52 +488,34 @@ class Governor:
         return decision
 
     def _drive(self, flow: Generator[_Effect, Any, Decision]) -> Decision:
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                effect = flow.throw(error) if error is not None else flow.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                if isinstance(effect, _Evaluate):
-                    value = [self._evaluate(p, effect.action, c) for p, c in zip(self.planes, effect.contexts, strict=True)]
-                elif isinstance(effect, _OnDecision):
-                    value = self._after_decision(effect.action, effect.decision, effect.contexts)
-                elif isinstance(effect, _Evidence):
-                    assert self.evidence is not None
-                    self.evidence.record_decision(effect.action, effect.decision, durable=effect.durable)
-                else:
-                    value = effect.fn(*effect.args)
-            except Exception as exc:  # noqa: BLE001 - handed to the flow, which fails closed
-                error = exc
+        def perform(effect: _Effect) -> Any:
+            if isinstance(effect, _Evaluate):
+                return [self._evaluate(p, effect.action, c) for p, c in zip(self.planes, effect.contexts, strict=True)]
+            if isinstance(effect, _OnDecision):
+                return self._after_decision(effect.action, effect.decision, effect.contexts)
+            if isinstance(effect, _Evidence):
+                assert self.evidence is not None
+                return self.evidence.record_decision(effect.action, effect.decision, durable=effect.durable)
+            return effect.fn(*effect.args)
+
+        return run_effects(flow, perform)
 
     async def _adrive(self, flow: Generator[_Effect, Any, Decision]) -> Decision:
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                effect = flow.throw(error) if error is not None else flow.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                if isinstance(effect, _Evaluate):
-                    value = list(
-                        await asyncio.gather(
-                            *(self._aevaluate(p, effect.action, c) for p, c in zip(self.planes, effect.contexts, strict=True))
-                        )
+        async def perform(effect: _Effect) -> Any:
+            if isinstance(effect, _Evaluate):
+                return list(
+                    await asyncio.gather(
+                        *(self._aevaluate(p, effect.action, c) for p, c in zip(self.planes, effect.contexts, strict=True))
                     )
-                elif isinstance(effect, _OnDecision):
-                    value = await self._aafter_decision(effect.action, effect.decision, effect.contexts)
-                elif isinstance(effect, _Evidence):
-                    assert self.evidence is not None
-                    await self.evidence.arecord_decision(effect.action, effect.decision, durable=effect.durable)
-                else:
-                    value = await asyncio.to_thread(effect.fn, *effect.args)
-            except Exception as exc:  # noqa: BLE001
-                error = exc
+                )
+            if isinstance(effect, _OnDecision):
+                return await self._aafter_decision(effect.action, effect.decision, effect.contexts)
+            if isinstance(effect, _Evidence):
+                assert self.evidence is not None
+                return await self.evidence.arecord_decision(effect.action, effect.decision, durable=effect.durable)
+            return await asyncio.to_thread(effect.fn, *effect.args)
+
+        return await arun_effects(flow, perform)
 
     @staticmethod
     def _evaluate(plane: BasePlane, action: Action, ctx: PlaneContext) -> PlaneResult:

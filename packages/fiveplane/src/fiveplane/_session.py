@@ -309,12 +309,12 @@ class InMemorySessionStore:
 
     # ---- the engine's side ----------------------------------------------------------------------
 
-    def _enter(self, session_id: str) -> tuple[SessionState, threading.Lock]:
+    def _enter(self, session_id: str) -> threading.Lock:
         with self._guard:
             lock = self._locks.get(session_id)
             if lock is None:
                 lock = self._locks[session_id] = threading.Lock()
-            return self._state_locked(session_id), lock
+            return lock
 
     def _state_locked(self, session_id: str) -> SessionState:
         state = self._states.get(session_id)
@@ -348,19 +348,17 @@ class InMemorySessionStore:
         return state
 
     def begin(self, session_id: str) -> SessionTx:
-        state, lock = self._enter(session_id)
+        lock = self._enter(session_id)
         lock.acquire()
-        try:
-            with self._guard:
-                state = self._state_locked(session_id)
-            return _MemoryTx(self, self._checked(state), lock)
-        except BaseException:
-            lock.release()
-            raise
+        return self._opened(session_id, lock)
 
     async def abegin(self, session_id: str) -> SessionTx:
-        state, lock = self._enter(session_id)
+        lock = self._enter(session_id)
         await acquire_lock(lock)
+        return self._opened(session_id, lock)
+
+    def _opened(self, session_id: str, lock: threading.Lock) -> SessionTx:
+        """The transaction of a session whose lock is held (released again if this fails)."""
         try:
             with self._guard:
                 state = self._state_locked(session_id)
@@ -426,13 +424,18 @@ class InMemorySessionStore:
         emit(self.record, "session.evicted", {"session_id": session_id, "reason": reason, "steps": steps, "flow_entries": flow})
 
     def _flow_truncated(self, state: SessionState, evicted: int) -> None:
-        emit(
-            self.record,
-            "session.flow_truncated",
-            {
-                "session_id": state.session_id,
-                "evicted_contents": evicted,
-                "flow_entries": state.flow.entries,
-                "max_flow_entries": self.max_flow_entries,
-            },
-        )
+        flow_truncated(self.record, state, evicted, self.max_flow_entries)
+
+
+def flow_truncated(record: Recorder | None, state: SessionState, evicted: int, cap: int) -> None:
+    """Record that a session's flow index hit its cap and dropped its oldest content."""
+    emit(
+        record,
+        "session.flow_truncated",
+        {
+            "session_id": state.session_id,
+            "evicted_contents": evicted,
+            "flow_entries": state.flow.entries,
+            "max_flow_entries": cap,
+        },
+    )

@@ -59,6 +59,7 @@ from ._session import (
     SessionTx,
     Step,
     emit,
+    flow_truncated,
 )
 
 __all__ = ["SESSIONS_ENV", "SqlSessionStore", "sessions_for", "sessions_from_url"]
@@ -599,16 +600,7 @@ class SqlSessionStore:
             cached.created_at = change.step.timestamp
         self._known.add(state.session_id)
         if evicted:
-            emit(
-                self.record,
-                "session.flow_truncated",
-                {
-                    "session_id": state.session_id,
-                    "evicted_contents": evicted,
-                    "flow_entries": state.flow.entries,
-                    "max_flow_entries": self.max_flow_entries,
-                },
-            )
+            flow_truncated(self.record, state, evicted, self.max_flow_entries)
 
     def _write(
         self, conn: Connection, tx: _SqlTx, change: SessionCommit, values: dict[str, Any], flow_seq: int, dropped: list[int]

@@ -69,7 +69,7 @@ class _Nodes(ItemAdapter[NodeWithScore]):
             MediationPoint.RETRIEVAL,
             tool=source,
             content=node.get_content(metadata_mode=MetadataMode.NONE),
-            labels=_labels(meta.get(self.label_key)),
+            labels=self.labels(meta.get(self.label_key)),
             arguments={
                 "node_id": node.node_id,
                 "ref_doc_id": node.ref_doc_id,
@@ -278,18 +278,6 @@ class GovernedNodePostprocessor(BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         return await self._gate.afilter(nodes)
-
-
-def _labels(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(p.strip() for p in value.split(",") if p.strip())
-    if isinstance(value, (set, frozenset)):
-        return tuple(sorted(str(v) for v in value))
-    if isinstance(value, (list, tuple)):
-        return tuple(str(v) for v in value)
-    return (str(value),)
 
 
 def _node_id(item: NodeWithScore) -> str:
