@@ -168,18 +168,22 @@ def test_checkpoint_resigned_with_another_key(built: str, db_path: Path, verifie
     assert not report.ok and report.first_problem is not None and report.first_problem.check == "checkpoint"
 
 
-def test_truncation_with_checkpoints_removed_needs_a_checkpoint_kept_elsewhere(
+def test_truncation_to_a_checkpoint_with_the_later_ones_removed_needs_a_checkpoint_kept_elsewhere(
     built: str, db_path: Path, verifier: NoteVerifier, tmp_path: Path
 ) -> None:
+    """The one cut the database alone cannot show: back to exactly a signed checkpoint, every later
+    checkpoint deleted (no gap in the numbers remains, nothing is uncovered)."""
     saved = tmp_path / "offsite.checkpoint"
     assert runner.invoke(app, ["audit", "checkpoint", "--db", built, "--out", str(saved)]).exit_code == 0
     conn = raw_sqlite(db_path)
-    _truncated(conn)
-    conn.execute("DELETE FROM ledger_checkpoints WHERE size > 30")
+    conn.execute(f"DELETE FROM ledger_leaves WHERE seq >= {CHECKPOINT_AT}")
+    conn.execute(f"DELETE FROM ledger_payloads WHERE seq >= {CHECKPOINT_AT}")
+    rewrite_tree(conn)
+    conn.execute(f"DELETE FROM ledger_checkpoints WHERE size > {CHECKPOINT_AT}")
     assert verify_cli(built, verifier)[0] == 0  # the database alone now looks fine...
     code, out = verify_cli(built, verifier, "--against", str(saved))
     assert code == 1, out  # ...but not against the checkpoint kept off the box
-    assert "first bad sequence number 35:" in out and "entries were removed" in out
+    assert f"first bad sequence number {CHECKPOINT_AT}:" in out and "entries were removed" in out
 
 
 def test_restored_older_copy_is_detected_against_a_later_checkpoint(
@@ -210,6 +214,7 @@ def test_against_a_consistent_earlier_checkpoint_passes(
     assert runner.invoke(app, ["audit", "checkpoint", "--db", built, "--out", str(saved)]).exit_code == 0
     with open_ledger(built, key=signer, checkpoint_interval=None) as led:
         fill(led, 9, start=N)
+        led.checkpoint()
         report = led.verify(keys=[verifier], against=saved.read_text())
     assert report.ok and report.against is not None and report.against["root_matches"] and report.against["consistency_proof"] > 0
     code, out = verify_cli(built, verifier, "--against", str(saved))
