@@ -665,7 +665,8 @@ class Ledger:
             failures = 0
             if self._cp_wanted:
                 self._cp_wanted = False
-                self._auto_checkpoint()
+                if self._checkpoint_due():  # (still: a commit may have asked again for what was just signed)
+                    self._auto_checkpoint()
             if stopping and not self._pending:
                 break
         if self.signer is not None and self._own_size > self._last_cp_size:

@@ -455,9 +455,10 @@ def _check_coverage(
         )
         detail = f"{what}: none of its {rows} entries is vouched for" + (f" ({names})" if rows else "")
     else:
-        span = f"entry {start}" if report.uncovered == 1 else f"entries {start}–{rows - 1}"
+        span = f"entry {start} is" if report.uncovered == 1 else f"entries {start}–{rows - 1} are"
+        covers = f"they cover entries 0–{signed - 1}" if signed else "the only one is of the empty tree"
         detail = (
-            f"{span} not covered by a checkpoint signed by a trusted key (the last one covers {signed}): {names} "
+            f"{span} not covered by any checkpoint signed by a trusted key ({covers}): {names} "
             "— appended without the signing key, or since the last checkpoint"
         )
     if not report.require_signed or (first_old is None and rows > start):
