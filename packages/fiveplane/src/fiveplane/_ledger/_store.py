@@ -249,6 +249,7 @@ class Store:
         self._raw: Any = None  # the pool connection appends commit on (checked out once, see _writer)
         self._path: str | None = u.database if self.dialect == "sqlite" else None
         self._file_id: tuple[int, int] | None = None
+        self._stmts: dict[tuple[str, int], str] = {}
         if create:
             self.ensure_schema()
         else:
@@ -479,14 +480,24 @@ class Store:
     _CHUNKS = (256, 64, 16, 4, 1)  # few distinct statement shapes, so the driver's statement cache hits
 
     def _insert(self, execute: Callable[..., Any], table: str, width: int, rows: list[tuple[Any, ...]]) -> None:
-        p = self._sql["p"]
-        one = "(" + ", ".join([p] * width) + ")"
+        n = len(rows)
+        if n == 1:  # the common case of a lone record: no flattening
+            execute(self._stmt(table, width, 1), rows[0])
+            return
         pos = 0
         for chunk in self._CHUNKS:
-            while len(rows) - pos >= chunk:
+            while n - pos >= chunk:
                 part = rows[pos : pos + chunk]
-                execute(self._sql[table] + ", ".join([one] * chunk), tuple(v for row in part for v in row))
+                execute(self._stmt(table, width, chunk), tuple(v for row in part for v in row))
                 pos += chunk
+
+    def _stmt(self, table: str, width: int, chunk: int) -> str:
+        key = (table, chunk)
+        sql = self._stmts.get(key)
+        if sql is None:
+            one = "(" + ", ".join([self._sql["p"]] * width) + ")"
+            sql = self._stmts[key] = self._sql[table] + ", ".join([one] * chunk)
+        return sql
 
     def committed_at(self, ledger_id: int, first_seq_at_least: int, leaf_hashes: Sequence[bytes]) -> int | None:
         """Where a batch already sits in the log (after an ambiguous commit failure), or ``None``."""
