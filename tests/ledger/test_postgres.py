@@ -117,3 +117,17 @@ def test_sqlite_and_postgres_build_the_same_tree(pg_ledger: Ledger, tmp_path: Pa
         assert pg_ledger.consistency_proof(30) == lite.consistency_proof(30)
     finally:
         lite.close()
+
+
+def test_a_writer_connection_killed_between_appends_is_replaced(
+    pg_ledger: Ledger, admin: sa.Connection, verifier: NoteVerifier
+) -> None:
+    """The server ends the append connection (restart, failover, idle timeout): the next append finds
+    it dead before anything was committed, and runs once more on a fresh connection."""
+    pg_ledger.record_event("test.event", {"i": 0})
+    backend = pg_ledger.store._writer().info.backend_pid
+    admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": backend})
+    assert pg_ledger.record_event("test.event", {"i": 1}) == 1  # no error reaches the caller
+    assert pg_ledger.store._writer().info.backend_pid != backend
+    pg_ledger.checkpoint()
+    assert pg_ledger.verify(keys=[verifier]).ok and pg_ledger.stats.failures == 0

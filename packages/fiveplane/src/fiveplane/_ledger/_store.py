@@ -425,57 +425,81 @@ class Store:
 
         The inserts go straight to the driver as multi-row ``INSERT … VALUES`` statements (the hot
         path of every append): one statement per table and chunk, rather than one per row, which on
-        SQLite also means one GIL release per chunk instead of one per row.
+        SQLite also means one GIL release per chunk instead of one per row. A PostgreSQL connection
+        found dead before the commit was sent (server restart, failover, idle timeout) is replaced
+        and the transaction run once more; a failure during the commit is left to the caller, who
+        checks whether it landed.
         """
-        sql = self._sql
-        sqlite = self.dialect == "sqlite"
         with self._lock():
             problem = self.file_problem()
             if problem is not None:
                 raise LedgerUnavailable(problem)
-            conn = self._writer()
-            cur = conn if sqlite else conn.cursor()
-            execute = cur.execute
-            try:
-                if sqlite:
-                    execute("BEGIN IMMEDIATE")
-                st = execute(sql["state"], (ledger_id,)).fetchone()
-                if st is None:
-                    raise LookupError(f"ledger {ledger_id} has no state row")
-                size = int(st[0])
-                cr = CompactRange.decode(size, bytes(st[1]))
-                new_nodes: list[tuple[int, int, bytes]] = []
-                leaf_rows: list[tuple[Any, ...]] = []
-                payload_rows: list[tuple[Any, ...]] = []
-                append_leaf = cr.append
-                for seq, r in enumerate(records, start=size):
-                    append_leaf(r.leaf_hash, new_nodes)
-                    leaf_rows.append((ledger_id, seq, r.leaf_hash, r.envelope, r.kind, r.action_id, r.parent_id, r.session_id))
-                    if r.body is not None:
-                        payload_rows.append((ledger_id, seq, r.salt, r.body))
-                self._insert(execute, "leaves", 8, leaf_rows)
-                self._insert(execute, "payloads", 4, payload_rows)
-                self._insert(execute, "nodes", 4, [(ledger_id, lv, ix, h) for lv, ix, h in new_nodes])
-                root = cr.root()
-                execute(sql["update"], (cr.size, root, cr.encode(), ledger_id))
-                if sqlite:
-                    execute("COMMIT")
-                else:
-                    conn.commit()
-            except BaseException:
+            for attempt in (1, 2):
+                conn = self._writer()
+                stage: list[str] = []
                 try:
-                    if sqlite:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                    else:
-                        conn.rollback()
-                except Exception:  # noqa: BLE001 - the connection is unusable: a fresh one next time
-                    self._drop_writer(invalidate=True)
-                raise
+                    result = self._append_txn(conn, ledger_id, records, stage)
+                    break
+                except BaseException as exc:
+                    self._rollback(conn)
+                    if attempt == 1 and not stage and self._disconnected(exc, conn):
+                        self._drop_writer(invalidate=True)
+                        continue
+                    raise
             problem = self.file_problem()  # deleted during the commit: it went to an unlinked file
             if problem is not None:
                 raise LedgerUnavailable(problem)
+        return result
+
+    def _append_txn(self, conn: Any, ledger_id: int, records: Sequence[PendingRecord], stage: list[str]) -> AppendResult:
+        sql = self._sql
+        sqlite = self.dialect == "sqlite"
+        execute = conn.execute if sqlite else conn.cursor().execute
+        if sqlite:
+            execute("BEGIN IMMEDIATE")
+        st = execute(sql["state"], (ledger_id,)).fetchone()
+        if st is None:
+            raise LookupError(f"ledger {ledger_id} has no state row")
+        size = int(st[0])
+        cr = CompactRange.decode(size, bytes(st[1]))
+        new_nodes: list[tuple[int, int, bytes]] = []
+        leaf_rows: list[tuple[Any, ...]] = []
+        payload_rows: list[tuple[Any, ...]] = []
+        append_leaf = cr.append
+        for seq, r in enumerate(records, start=size):
+            append_leaf(r.leaf_hash, new_nodes)
+            leaf_rows.append((ledger_id, seq, r.leaf_hash, r.envelope, r.kind, r.action_id, r.parent_id, r.session_id))
+            if r.body is not None:
+                payload_rows.append((ledger_id, seq, r.salt, r.body))
+        self._insert(execute, "leaves", 8, leaf_rows)
+        self._insert(execute, "payloads", 4, payload_rows)
+        self._insert(execute, "nodes", 4, [(ledger_id, lv, ix, h) for lv, ix, h in new_nodes])
+        root = cr.root()
+        execute(sql["update"], (cr.size, root, cr.encode(), ledger_id))
+        stage.append("commit")  # from here a failure is ambiguous: never run again blindly
+        if sqlite:
+            execute("COMMIT")
+        else:
+            conn.commit()
         return AppendResult(size, cr.size, root)
+
+    def _rollback(self, conn: Any) -> None:
+        try:
+            if self.dialect == "sqlite":
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            else:
+                conn.rollback()
+        except Exception:  # noqa: BLE001 - the connection is unusable: a fresh one next time
+            self._drop_writer(invalidate=True)
+
+    def _disconnected(self, exc: BaseException, conn: Any) -> bool:
+        if self.dialect != "postgresql" or not isinstance(exc, Exception):
+            return False
+        try:
+            return bool(self.engine.dialect.is_disconnect(exc, conn, None)) or bool(getattr(conn, "closed", False))  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - cannot tell: not a disconnect
+            return False
 
     _CHUNKS = (256, 64, 16, 4, 1)  # few distinct statement shapes, so the driver's statement cache hits
 
