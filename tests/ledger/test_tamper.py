@@ -280,11 +280,17 @@ def test_tamper_is_detected(name: str, built: str, attacker: Attacker, verifier:
     assert "FAILED" in out
 
 
-def test_the_forgeries_name_what_is_wrong(built: str, attacker: Attacker, verifier: NoteVerifier, origin: str) -> None:
+def test_the_forgeries_name_what_is_wrong(
+    built: str, attacker: Attacker, verifier: NoteVerifier, origin: str, tmp_path: Path
+) -> None:
+    saved = tmp_path / "saved.checkpoint"
+    assert runner.invoke(app, ["audit", "checkpoint", "--db", built, "--origin", origin, "--out", str(saved)]).exit_code == 0
     _keyless_approval(attacker)
     _keyless_erasure(attacker)
-    code, out = verify_cli(built, verifier, origin=origin)
-    assert code == 1 and f"entries {N}–{N + 1} are not covered" in out and f"{N} approval.approved, {N + 1} erasure" in out
+    for extra in ((), ("--against", str(saved))):  # consistent with the saved checkpoint, and still not vouched for
+        code, out = verify_cli(built, verifier, *extra, origin=origin)
+        assert code == 1 and f"first bad sequence number {N}:" in out, out
+        assert f"entries {N}–{N + 1} are not covered" in out and f"{N} approval.approved, {N + 1} erasure" in out
     _middle_checkpoint_deleted(attacker)
     _state_format(attacker)
     code, out = verify_cli(built, verifier, origin=origin)

@@ -208,3 +208,22 @@ def test_a_tampered_stored_cosignature_fails(tmp_path: Path, sqlite_url: str, db
         assert not report.ok and "invalid cosignature by witness" in str(report.problems)
         with pytest.raises(LedgerError, match="differs from the checkpoint stored"):
             led.add_cosignatures(note.replace("fiveplane-checkpoint 1", "fiveplane-checkpoint 9", 1))
+
+
+def test_a_ledger_from_before_witnessing_reads_and_takes_cosignatures(
+    tmp_path: Path, sqlite_url: str, db_path: Path, signer: Ed25519Signer, verifier: NoteVerifier
+) -> None:
+    with open_ledger(sqlite_url, key=signer) as led:
+        fill(led, 3)
+    conn = raw_sqlite(db_path)
+    conn.execute("DROP TABLE ledger_cosignatures")  # the schema as earlier versions created it
+    conn.close()
+    cp = tmp_path / "cp"
+    assert cli("checkpoint", "--db", sqlite_url, "--out", str(cp))[0] == 0
+    assert cli("verify", "--db", sqlite_url, "--key", str(verifier))[0] == 0
+    cosigner = Cosigner.generate("witness.example/w1")
+    cosigned = tmp_path / "cosigned"
+    cosigned.write_text(witness_checkpoint(cp.read_text(), cosigner, [verifier]).note)
+    assert cli("verify", "--db", sqlite_url, "--key", str(verifier), "--witness-key", str(cosigner.verifier))[0] == 1
+    assert cli("import-cosignature", str(cosigned), "--db", sqlite_url)[0] == 0
+    assert cli("verify", "--db", sqlite_url, "--key", str(verifier), "--witness-key", str(cosigner.verifier))[0] == 0

@@ -250,13 +250,16 @@ class Store:
         self._path: str | None = u.database if self.dialect == "sqlite" else None
         self._file_id: tuple[int, int] | None = None
         self._stmts: dict[tuple[str, int], str] = {}
+        self._cosigs = True
         if create:
             self.ensure_schema()
         else:
             with self.engine.connect() as conn:
-                if not inspect(conn).has_table("ledger_state"):
+                found = inspect(conn)
+                if not found.has_table("ledger_state"):
                     self.engine.dispose()
                     raise LookupError(f"no evidence ledger in {u.render_as_string(hide_password=True)}")
+                self._cosigs = found.has_table("ledger_cosignatures")  # (ledgers made before witnessing lack it)
         if self._path is not None:
             st = os.stat(self._path)
             self._file_id = (st.st_dev, st.st_ino)
@@ -766,6 +769,8 @@ class Store:
 
     def cosignatures(self, ledger_id: int, size: int, conn: Connection) -> list[str]:
         """Witness signature lines stored for the checkpoint at ``size``."""
+        if not self._cosigs:
+            return []
         rows = conn.execute(
             select(cosignatures_t.c.line)
             .where(cosignatures_t.c.ledger_id == ledger_id, cosignatures_t.c.size == size)
@@ -781,6 +786,9 @@ class Store:
             {"ledger_id": ledger_id, "size": size, "key_name": n, "key_id": k, "line": line, "created_at": datetime.now(UTC)}
             for n, k, line in lines
         ]
+        if not self._cosigs:  # a ledger from before witnessing, opened without create: add the table now
+            self.ensure_schema()
+            self._cosigs = True
         stmt = (
             sqlite_dialect.insert(cosignatures_t) if self.dialect == "sqlite" else pg_dialect.insert(cosignatures_t)
         ).on_conflict_do_nothing()
