@@ -242,8 +242,9 @@ class Ledger:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._stopping = False
-        self._stuck: BaseException | None = None
-        self._failing: BaseException | None = None
+        self._stuck: BaseException | None = None  # records could not be written: refuse new ones until they are
+        self._crash: BaseException | None = None  # the writer crashed: refuse everything from now on
+        self._failing: BaseException | None = None  # the last commit failed: commit every record synchronously
         self._cp_wanted = False
 
     # ---- identity -------------------------------------------------------------------------------
@@ -515,8 +516,8 @@ class Ledger:
             for g in ready:
                 self._finish(g, err)
             raise
-        self._failing = None
-        if result is not None:
+        if result is not None:  # (only a real commit shows the database works again, not an empty flush)
+            self._failing = None
             self._file_checked = time.monotonic()  # the store checked the file before and after the commit
         seq = result.first_seq if result is not None else None
         settle: dict[asyncio.AbstractEventLoop, list[Any]] = {}
@@ -527,7 +528,7 @@ class Ledger:
             self._finish(g, settle=settle)
         for loop, items in settle.items():
             self._wake(loop, items)
-        if self._stuck is not None:
+        if self._stuck is not None and self._crash is None:
             with self._cv:
                 if not any(g.attempted and not g.durable for g in self._pending):
                     self._stuck = None
@@ -575,8 +576,8 @@ class Ledger:
                 self._pending.extendleft(reversed(keep))
 
     def _crashed(self, exc: BaseException) -> None:
-        """A bug (or an interrupt) in a commit: fail closed instead of hanging or dropping."""
-        self._stuck = exc
+        """A bug (or an interrupt) in a commit: fail closed instead of hanging or dropping, for good."""
+        self._stuck = self._crash = exc
         log.critical("ledger %s: writer crashed: %r; refusing new records", self.origin, exc)
         err = LedgerUnavailable(f"ledger {self.origin}: writer crashed ({type(exc).__name__}: {exc})")
         with self._cv:
@@ -658,7 +659,8 @@ class Ledger:
                             self._pending.clear()
                         for g in left:
                             self._finish(g, err)
-                        self._stuck = None
+                        if self._crash is None:
+                            self._stuck = None
                         break
                 time.sleep(min(1.0, 0.005 * 2**failures))
                 continue
