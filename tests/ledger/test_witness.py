@@ -55,7 +55,7 @@ def test_cosignature_key_ids_match_transparency_dev() -> None:
     native = CosignatureVerifier.parse("remora.n621.de+da77ade7+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2")
     assert native.key_id.hex() == "da77ade7" and str(native).startswith("remora.n621.de+da77ade7+BO")
     converted = CosignatureVerifier.parse("TEST+7997405c+AQcC+FTVKf0jlTdHDY3rbevmnKxxPjigCXlVtGe6RIr6")  # a 0x01 vkey
-    assert converted.key_id.hex() != "7997405c" and str(converted).split("+")[2].startswith("BA")  # type 0x04 now
+    assert converted.key_id.hex() != "7997405c" and str(converted).split("+", 2)[2].startswith("BA")  # type 0x04 now
     for bad in (
         "rekor.sigstore.dev+12345678+AwEB",  # wrong type
         "remora.n621.de+00000000+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2",  # wrong key ID
@@ -140,7 +140,7 @@ def test_witnessing_end_to_end(tmp_path: Path, sqlite_url: str, signer: Ed25519S
     code, out = cli("keygen", "witness.example/w1", "--out", str(wkey), "--witness")
     assert code == 0 and (tmp_path / "witness.key.pub").exists()
     wpub = load_cosignature_verifier(tmp_path / "witness.key.pub")
-    assert str(wpub) in out and base64.b64decode(str(wpub).split("+")[2])[0] == 0x04
+    assert str(wpub) in out and base64.b64decode(str(wpub).split("+", 2)[2])[0] == 0x04
     with open_ledger(sqlite_url, key=signer) as led:
         fill(led, 12)
     state, cp1, cos1 = tmp_path / "w" / "state", tmp_path / "cp1", tmp_path / "cos1"

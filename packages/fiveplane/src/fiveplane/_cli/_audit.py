@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.exc import SQLAlchemyError
 
 from .._ledger._errors import LedgerError
 from .._ledger._note import (
@@ -679,6 +680,9 @@ def import_cosignature(
         added = ledger.add_cosignatures(note, witnesses=wkeys)
     except (LedgerError, NoteError) as exc:
         _die(str(exc))
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        _die(f"cannot store the cosignatures in {ledger.url}: {type(cause).__name__}: {str(cause).strip()}")
     finally:
         ledger.close()
     console.print(Text(f"stored {added} new cosignature(s)"))

@@ -369,7 +369,16 @@ class Store:
         return [(LedgerRow(r.ledger_id, r.origin, _keys(r.verifier_keys)), r.size) for r in rows]
 
     def open_ledger(self, origin: str, *, verifier_key: str | None, create: bool) -> LedgerRow:
-        """The ledger row for ``origin``, created if missing (and ``create``); records a new verifier key."""
+        """The ledger row for ``origin``, created if missing (and ``create``); records a new verifier key.
+
+        Without ``create`` and a key to record it only reads (no write lock), so auditors and
+        witnesses can work with read-only database credentials."""
+        if not create and not verifier_key:
+            with self.read_conn() as conn, conn.begin():
+                row = conn.execute(select(state_t).where(state_t.c.origin == origin)).first()
+            if row is None:
+                raise LookupError(f"no ledger with origin {origin!r} in {self.url.render_as_string(hide_password=True)}")
+            return LedgerRow(row.ledger_id, row.origin, _keys(row.verifier_keys), int(row.format))
         for _ in range(3):
             with self._lock(), self.write_conn() as conn, conn.begin():
                 row = conn.execute(select(state_t).where(state_t.c.origin == origin).with_for_update()).first()
