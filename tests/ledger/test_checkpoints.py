@@ -4,7 +4,6 @@ numbers, and what `verify` makes of entries no signed checkpoint covers (fail wi
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from pathlib import Path
@@ -37,17 +36,26 @@ def wait_for(predicate: object, timeout: float = 10.0) -> None:
 
 def test_a_writer_with_the_key_signs_every_n_entries_and_at_close(sqlite_url: str, signer: Ed25519Signer) -> None:
     led = open_ledger(sqlite_url, key=signer, checkpoint_every=10, checkpoint_interval=None)
-    for i in range(25):
-        led.record_event("test.event", {"i": i})  # durable: committed on this thread
-    wait_for(lambda: (led.latest_checkpoint() or Checkpoint("", 0, b"")).size >= 20)
-    before_close = numbers(led)
-    assert [n for _, n in before_close] == list(range(1, len(before_close) + 1))
-    sizes = [size for size, _ in before_close]
-    # signed on the flusher once 10 entries are uncovered (the producer keeps committing meanwhile)
-    assert sizes[0] >= 10 and all(b - a >= 10 for a, b in itertools.pairwise(sizes))
+
+    def latest() -> int:
+        return (led.latest_checkpoint() or Checkpoint("", -1, b"")).size
+
+    def append(n: int, start: int) -> None:
+        for i in range(start, start + n):
+            led.record_event("test.event", {"i": i})  # durable: committed on this thread
+
+    append(10, 0)
+    wait_for(lambda: latest() == 10)  # signed on the flusher once 10 entries are uncovered
+    append(9, 10)
+    time.sleep(0.2)
+    assert latest() == 10  # 9 uncovered: not yet (and no time trigger)
+    append(1, 19)
+    wait_for(lambda: latest() == 20)
+    append(5, 20)
+    assert [n for _, n in numbers(led)] == [1, 2]
     led.close()
     with open_ledger(sqlite_url, create=False) as again:
-        assert numbers(again)[-1][0] == 25  # close covered the rest
+        assert numbers(again) == [(10, 1), (20, 2), (25, 3)]  # close covered the rest
         report = again.verify(keys=[signer.verifier])
     assert report.ok and report.signed_size == 25 and report.uncovered == 0
 
@@ -61,7 +69,8 @@ def test_a_writer_with_the_key_signs_within_the_interval(sqlite_url: str, signer
         assert time.monotonic() - t0 < 5
         led.record_event("test.event", {"late": True})  # durable, committed by this thread
         wait_for(lambda: (led.latest_checkpoint() or Checkpoint("", 0, b"")).size == 4, timeout=5)
-        assert [n for _, n in numbers(led)] == [1, 2]
+        got = numbers(led)  # (a stalled machine may sign 1 or 2 of the first 3 on their own: fine)
+        assert [n for _, n in got] == list(range(1, len(got) + 1)) and {3, 4} <= {size for size, _ in got}
     finally:
         led.close()
 
