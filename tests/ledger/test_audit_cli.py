@@ -121,18 +121,38 @@ def test_checkpoint_missing_is_a_failure(sqlite_url: str, origin: str) -> None:
     assert code == 1 and "no signed checkpoint" in out
 
 
-def test_erase_and_verify_still_passes(story_db: str, verifier: NoteVerifier) -> None:
+def test_erase_and_verify_still_passes(story_db: str, verifier: NoteVerifier, key_file: Path) -> None:
     _, out = cli("show", "--db", story_db, "--json", "--tool", "crm.lookup", "--kind", "intent")
     action_id = json.loads(out.splitlines()[0])["action_id"]
     assert cli("erase", "--db", story_db, "--action", action_id, "--yes")[0] == 2  # no reason
-    code, out = cli("erase", "--db", story_db, "--action", action_id, "--reason", "DSR-42", "--yes")
-    assert code == 0 and "erased payloads" in out
+    code, out = cli(
+        "erase", "--db", story_db, "--action", action_id, "--reason", "DSR-42", "--signing-key", str(key_file), "--yes"
+    )
+    assert code == 0 and "erased payloads" in out and "no --signing-key" not in out
     code, out = cli("verify", "--db", story_db, "--key", str(verifier), "--json")
     report = json.loads(out)
-    assert code == 0 and report["ok"] and report["payloads_erased"] >= 3
+    assert code == 0 and report["ok"] and report["payloads_erased"] >= 3 and report["uncovered"] == 0
     code, out = cli("reconstruct", action_id, "--db", story_db)
     assert code == 0 and "payloads were erased" in out
     assert cli("erase", "--db", story_db, "999", "--reason", "x", "--yes")[0] == 2
+
+
+def test_an_erasure_without_the_key_is_uncovered(story_db: str, verifier: NoteVerifier) -> None:
+    _, out = cli("show", "--db", story_db, "--json", "--tool", "crm.update", "--kind", "intent")
+    action_id = json.loads(out.splitlines()[0])["action_id"]
+    code, out = cli("erase", "--db", story_db, "--action", action_id, "--reason", "DSR-43", "--yes")
+    assert code == 0 and "no --signing-key" in out
+    with open_ledger(story_db, create=False) as led:
+        erasure_seq = led.size() - 1
+    code, out = cli("verify", "--db", story_db, "--key", str(verifier))
+    assert code == 1 and f"first bad sequence number {erasure_seq}:" in out and f"{erasure_seq} erasure" in out
+    assert "not covered by any checkpoint signed by a trusted key" in out
+    code, out = cli("verify", "--db", story_db, "--key", str(verifier), "--json")
+    report = json.loads(out)
+    assert code == 1 and report["uncovered"] == 1 and report["uncovered_entries"][0]["kind"] == "erasure"
+    assert [p["check"] for p in report["problems"]] == ["coverage"]
+    code, out = cli("verify", "--db", story_db)  # the database's own keys: reported, not failed
+    assert code == 0 and "warning" in out and "UNCOVERED" in out
 
 
 def test_verify_json_and_bad_inputs(story_db: str, tmp_path: Path, verifier: NoteVerifier) -> None:

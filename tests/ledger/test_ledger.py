@@ -154,11 +154,15 @@ def test_a_failing_ledger_blocks_the_action(ledger: Ledger, db_path: Path) -> No
     assert ran == []
     assert info.value.decision.verdict is Verdict.BLOCK and "evidence" in info.value.decision.explanation
     assert any("disk on fire" in e for e in info.value.decision.errors)
-    # the caller was told the intent + decision failed (not stored); the `blocked` outcome was accepted
-    # (not durable) and stays queued until the database recovers: nothing accepted is dropped
+    # after a failed commit even the non-durable `blocked` outcome is written synchronously: it is
+    # refused too (the caller learns it), nothing is queued to fail later
+    assert isinstance(info.value.__cause__, LedgerUnavailable) and "disk on fire" in str(info.value.__cause__)
     conn.execute("DROP TRIGGER fail_inserts")
     flush_eventually(ledger)
-    assert [(e["kind"], e["meta"]["status"]) for _, e in ledger.iter_records()] == [("outcome", "blocked")]
+    assert list(ledger.iter_records()) == []
+    with gov.run(CHAIN, session_id="s-fail", intent="x", purpose="testing"):
+        assert tool(customer="c1", tier="gold") == "ok"  # the database works again: so does the action
+    assert ran == ["c1"] and [e["kind"] for _, e in ledger.iter_records()][:2] == ["intent", "decision"]
 
 
 def test_queued_records_are_never_dropped_and_block_new_ones_while_stuck(ledger: Ledger, db_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,3 +118,50 @@ def test_sqlite_and_postgres_build_the_same_tree(pg_ledger: Ledger, tmp_path: Pa
         assert pg_ledger.consistency_proof(30) == lite.consistency_proof(30)
     finally:
         lite.close()
+
+
+def test_a_writer_connection_killed_between_appends_is_replaced(
+    pg_ledger: Ledger, admin: sa.Connection, verifier: NoteVerifier
+) -> None:
+    """The server ends the append connection (restart, failover, idle timeout): the next append finds
+    it dead before anything was committed, and runs once more on a fresh connection."""
+    pg_ledger.record_event("test.event", {"i": 0})
+    backend = pg_ledger.store._writer().info.backend_pid
+    admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": backend})
+    assert pg_ledger.record_event("test.event", {"i": 1}) == 1  # no error reaches the caller
+    assert pg_ledger.store._writer().info.backend_pid != backend
+    pg_ledger.checkpoint()
+    assert pg_ledger.verify(keys=[verifier]).ok and pg_ledger.stats.failures == 0
+
+
+def test_an_auditor_with_read_only_credentials_verifies_and_witnesses(
+    pg_ledger: Ledger, admin: sa.Connection, pg_url: str, verifier: NoteVerifier, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from fiveplane._cli import app
+    from fiveplane._ledger._witness import generate_witness_key
+
+    fill(pg_ledger, 20)
+    pg_ledger.checkpoint()
+    role = f"auditor_{pg_ledger.ledger_id}_{uuid.uuid4().hex[:6]}"
+    admin.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+    admin.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+    try:
+        url = sa.make_url(pg_url).set(username=role, password=None).render_as_string(hide_password=False)
+        run = CliRunner().invoke
+        where = ["--db", url, "--origin", pg_ledger.origin]
+        result = run(app, ["audit", "verify", *where, "--key", str(verifier)])
+        assert result.exit_code == 0, result.output
+        cp, out = tmp_path / "cp", tmp_path / "cosigned"
+        assert run(app, ["audit", "checkpoint", *where, "--out", str(cp)]).exit_code == 0
+        wkey = tmp_path / "w.key"
+        generate_witness_key(wkey, "witness.example/ro")
+        args = ["--key", str(wkey), "--log-key", str(verifier), "--state", str(tmp_path / "state"), *where]
+        result = run(app, ["audit", "cosign", "--checkpoint", str(cp), *args, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        result = run(app, ["audit", "import-cosignature", str(out), *where])
+        assert result.exit_code == 2 and "permission denied" in result.output  # storing it is a write
+    finally:
+        admin.execute(sa.text(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"))
+        admin.execute(sa.text(f"DROP ROLE {role}"))

@@ -19,6 +19,7 @@ import pytest
 
 from fiveplane._ledger import Ledger, NoteVerifier, open_ledger
 from fiveplane._ledger import _merkle as m
+from fiveplane._ledger._note import Checkpoint
 from fiveplane._ledger._records import make_record
 from tests.ledger.conftest import pg_url_or_skip
 
@@ -77,8 +78,12 @@ def _start(url: str, origin: str, key: str | None, seed: int, limit: int | None)
 
 
 def _check(led: Ledger, acks: dict[int, str], verifier: NoteVerifier | None) -> None:
-    report = led.verify(keys=[verifier] if verifier else [])
+    # a writer killed between its commit and its next checkpoint leaves an uncovered tail: reported,
+    # not failed here (the next writer with the key covers it); everything else must hold, checkpoint
+    # sequence numbers included (several processes sign concurrently)
+    report = led.verify(keys=[verifier] if verifier else [], require_signed=False)
     assert report.ok, report.problems[:5]
+    assert all(w.check == "coverage" for w in report.warnings), report.warnings
     if acks:
         rows = {int(r.seq): bytes(r.leaf_hash).hex() for r in led.store.iter_leaves(led.ledger_id, min(acks), max(acks) + 1)}
         missing = {s: h for s, h in acks.items() if rows.get(s) != h}
@@ -115,7 +120,10 @@ def test_sigkill_writers_never_lose_acknowledged_records(
     assert killed_mid_write >= CRASH_ROUNDS // 2  # the kills really landed while records were being written
     assert len(all_acks) > CRASH_ROUNDS * 10
     with open_ledger(url, origin=origin, create=False) as led:
-        assert led.latest_checkpoint() is not None  # checkpoints were being signed while processes died
+        latest = led.latest_checkpoint()
+        assert latest is not None  # checkpoints were being signed while processes died
+        numbers = [Checkpoint.parse_unverified(n).number for _, _, n in led.store.checkpoints(led.ledger_id)]
+        assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) > CRASH_ROUNDS // 2
 
 
 def _concurrent(url: str, origin: str, procs: int = 8, per_proc: int = 250) -> None:

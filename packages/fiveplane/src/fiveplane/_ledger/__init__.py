@@ -2,8 +2,9 @@
 
 Open one with :func:`open_ledger` and hand it to the Governor (``Governor(policy, evidence=ledger)``):
 every decision leaves intent, decision and enforcement records (durable before a ``modify`` runs),
-every outcome its own record. Checkpoints are C2SP signed notes (Ed25519), receipts are C2SP
-tlog-proofs anyone verifies offline, and :meth:`Ledger.verify` recomputes everything from storage.
+every outcome its own record. Checkpoints are C2SP signed notes (Ed25519), witnesses cosign them
+(C2SP tlog-cosignature), receipts are C2SP tlog-proofs anyone verifies offline, and
+:meth:`Ledger.verify` recomputes everything from storage and trusts only what a given key signed.
 """
 
 from ._demo import DemoEvidence, run_demo_with_evidence
@@ -24,11 +25,22 @@ from ._note import (
 from ._reconstruct import ActionStory, EvidenceRecord, TimelineFilter
 from ._sink import DEFAULT_URL, Ledger, open_ledger
 from ._verify import Problem, VerifyReport
+from ._witness import (
+    CosignatureVerifier,
+    Cosigner,
+    generate_witness_key,
+    load_cosignature_verifier,
+    load_cosigner,
+    verify_cosignatures,
+    witness_checkpoint,
+)
 
 __all__ = [
     "DEFAULT_URL",
     "ActionStory",
     "Checkpoint",
+    "CosignatureVerifier",
+    "Cosigner",
     "DemoEvidence",
     "Ed25519Signer",
     "EvidenceRecord",
@@ -44,9 +56,14 @@ __all__ = [
     "TimelineFilter",
     "VerifyReport",
     "generate_signing_key",
+    "generate_witness_key",
+    "load_cosignature_verifier",
+    "load_cosigner",
     "load_signing_key",
     "load_verifier",
     "open_ledger",
     "run_demo_with_evidence",
+    "verify_cosignatures",
     "verify_receipt",
+    "witness_checkpoint",
 ]

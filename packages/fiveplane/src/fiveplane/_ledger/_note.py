@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ._merkle import HASH_SIZE, ProofError, hash_leaf, verify_inclusion
 
 __all__ = [
+    "CHECKPOINT_NUMBER",
     "TLOG_PROOF_HEADER",
     "Checkpoint",
     "Ed25519Signer",
@@ -48,14 +49,19 @@ __all__ = [
     "load_verifier",
     "open_note",
     "parse_note",
+    "read_key_text",
     "sign_note",
     "verify_receipt",
+    "write_key_pair",
 ]
 
 ED25519 = 0x01
 TLOG_PROOF_HEADER = "c2sp.org/tlog-proof@v1"
 _SIG_PREFIX = "— "
 _MAX_SIGNATURES = 100
+CHECKPOINT_NUMBER = "fiveplane-checkpoint"
+"""Extension line ``fiveplane-checkpoint N``: the checkpoint's sequence number, so a deleted one shows."""
+_NUMBER = re.compile(CHECKPOINT_NUMBER + r" ([1-9][0-9]{0,17})")
 
 
 class NoteError(ValueError):
@@ -217,38 +223,48 @@ def generate_signing_key(path: str | Path, name: str, *, overwrite: bool = False
     Keep the key file away from the database and from anyone who can write the database: whoever
     holds both can rewrite history and re-sign it.
     """
-    path = Path(path)
     signer = Ed25519Signer.generate(name)
+    write_key_pair(path, signer.encode(), signer.verifier_key(), overwrite=overwrite)
+    return signer.verifier
+
+
+def write_key_pair(path: str | Path, secret: str, public: str, *, overwrite: bool = False) -> None:
+    """``secret`` to ``path`` (created mode 0600; refused if it exists unless ``overwrite``), ``public`` to ``path.pub``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     fd = os.open(path, flags, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(signer.encode() + "\n")
-    pub = path.with_name(path.name + ".pub")
-    pub.write_text(signer.verifier_key() + "\n")
-    return signer.verifier
+        fh.write(secret + "\n")
+    path.with_name(path.name + ".pub").write_text(public + "\n")
+
+
+def read_key_text(source: str | Path, *, private: bool, what: str) -> str:
+    """The key string itself, or the contents of the file ``source`` names."""
+    text = str(source).strip()
+    inline = (
+        text.startswith("PRIVATE+KEY+")
+        if private
+        else not isinstance(source, Path) and re.fullmatch(r"[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/=]+", text) is not None
+    )
+    if inline:
+        return text
+    try:
+        return Path(source).read_text().strip()
+    except OSError as exc:
+        if private:
+            raise NoteError(f"cannot read {what} {source}: {exc.strerror or exc}") from exc
+        raise NoteError(f"{source}: neither a {what} nor a readable key file") from exc
 
 
 def load_signing_key(source: str | Path) -> Ed25519Signer:
     """Load a signer from a key file, or from the key string itself."""
-    text = str(source)
-    if not text.startswith("PRIVATE+KEY+"):
-        try:
-            text = Path(source).read_text()
-        except OSError as exc:
-            raise NoteError(f"cannot read signing key {source}: {exc.strerror or exc}") from exc
-    return Ed25519Signer.parse(text)
+    return Ed25519Signer.parse(read_key_text(source, private=True, what="signing key"))
 
 
 def load_verifier(source: str | Path) -> NoteVerifier:
     """Load a verifier key from its string form or from a file holding it (e.g. ``key.pub``)."""
-    text = str(source).strip()
-    if isinstance(source, Path) or not re.fullmatch(r"[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/=]+", text):
-        try:
-            text = Path(source).read_text().strip()
-        except OSError as exc:
-            raise NoteError(f"{source}: neither a verifier key nor a readable key file") from exc
-    return NoteVerifier.parse(text)
+    return NoteVerifier.parse(read_key_text(source, private=False, what="verifier key"))
 
 
 # ---- signed notes -------------------------------------------------------------------------------
@@ -343,6 +359,16 @@ class Checkpoint:
     extensions: tuple[str, ...] = ()
     note: str | None = field(default=None, compare=False)
     """The signed note (``body`` + signatures) when known."""
+
+    @property
+    def number(self) -> int | None:
+        """The checkpoint's sequence number (1 for a log's first), from its ``fiveplane-checkpoint N``
+        extension line; ``None`` for checkpoints written without one (by earlier versions)."""
+        for ext in self.extensions:
+            m = _NUMBER.fullmatch(ext)
+            if m is not None:
+                return int(m.group(1))
+        return None
 
     def body(self) -> str:
         lines = [self.origin, str(self.size), base64.b64encode(self.root).decode(), *self.extensions]

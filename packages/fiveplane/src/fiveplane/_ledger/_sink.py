@@ -1,10 +1,13 @@
 """The Ledger: the evidence sink the Governor records through, with group commit, checkpoints and receipts.
 
 Producers (``record_decision``, ``record_outcome``, ``record_event`` and their async twins) build
-their records (envelope, leaf hash, salted payload) in the calling thread and enqueue them; one
-flusher thread per ledger drains the queue and appends everything waiting in **one** transaction,
-then wakes the producers that asked for durability. While a flush runs, new records pile up and go
-into the next one: batches grow with load and an idle ledger commits at once (no timer to wait for).
+their records (envelope, leaf hash, salted payload) once, in the calling thread, and put them in one
+FIFO. Whoever commits takes everything waiting there (up to ``max_batch`` records) into **one**
+transaction: a durable producer that finds no commit running commits itself, on its own thread (no
+hop to another thread); otherwise the running committer's batch, or the next one, takes its records
+and it is woken when they are on disk. Non-durable and async producers leave the work to one flusher
+thread per ledger. While a commit runs new records pile up and go into the next one: batches grow
+with load and an idle ledger commits at once (no timer to wait for).
 
 Durability: a ``durable=True`` call returns only after its records are committed (SQLite
 ``synchronous=FULL``; PostgreSQL ``synchronous_commit=on``); it raises :class:`LedgerUnavailable`
@@ -12,6 +15,17 @@ when that fails or takes longer than ``durable_timeout`` — from ``record_decis
 governed action. A ``durable=False`` call returns once the records are queued; if a flush fails they
 stay queued and are retried, and every new record is refused until they are written (fail closed),
 so nothing accepted is dropped silently. Records of one call are always committed together.
+
+Fail closed: after a failed commit, and until one succeeds, every record is committed synchronously
+(``durable=False`` included), so each call learns whether the database takes it. A SQLite file that
+is deleted or replaced while the ledger is open makes every later record raise (they would go to an
+unlinked file); so does an unknown ledger format. ``open_ledger(..., required=True)`` makes every
+record durable before its call returns (no evidence, no action — for any action class).
+
+Checkpoints: a ledger opened with a signing key signs one after its own commits every
+``checkpoint_every`` entries or ``checkpoint_interval`` seconds (whichever comes first), and at close,
+on the flusher thread (never on a producer's). Each checkpoint carries its sequence number in an
+extension line, so ``verify`` notices a deleted checkpoint row.
 """
 
 from __future__ import annotations
@@ -20,7 +34,6 @@ import asyncio
 import atexit
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -37,7 +50,7 @@ from .._decisions import Decision, Verdict
 from .._evidence import Outcome, OutcomeStatus
 from ._errors import LedgerError, LedgerUnavailable
 from ._merkle import ProofError, consistency_plan, fold_plan, hash_leaf, inclusion_plan, verify_consistency, verify_inclusion
-from ._note import Checkpoint, NoteError, NoteSigner, NoteVerifier, Receipt, load_signing_key
+from ._note import CHECKPOINT_NUMBER, Checkpoint, NoteError, NoteSigner, NoteVerifier, Receipt, load_signing_key, parse_note
 from ._reconstruct import ActionStory, EvidenceRecord, TimelineFilter, read_records, reconstruct, timeline
 from ._records import (
     PendingRecord,
@@ -48,14 +61,30 @@ from ._records import (
     outcome_record,
     validate_custom_kind,
 )
-from ._store import AppendResult, LedgerRow, Store
+from ._store import FORMAT_VERSION, LedgerRow, Store
 from ._verify import VerifyReport, verify_store
+from ._witness import CosignatureVerifier, verify_cosignatures
 
 __all__ = ["DEFAULT_URL", "Ledger", "open_ledger"]
 
 log = logging.getLogger("fiveplane.ledger")
 
 DEFAULT_URL = "sqlite:///.fiveplane/ledger.db"
+DEFAULT_CHECKPOINT_INTERVAL = 1.0
+"""Seconds: a writer holding the key signs a checkpoint at most this long after its first uncovered commit."""
+DEFAULT_CHECKPOINT_EVERY = 10_000
+"""Entries: ... or as soon as this many of its entries are uncovered, whichever comes first."""
+
+
+_ASYNC_FILE_CHECK_TTL = 0.05
+"""Seconds an async record relies on the last check of the SQLite file (a fresh one runs in a thread)."""
+
+
+def _format_problem(fmt: int) -> str:
+    return (
+        f"unknown ledger format {fmt} in the state row (this version of fiveplane reads and writes format "
+        f"{FORMAT_VERSION}): the row was changed, or the ledger belongs to another version"
+    )
 
 
 def _process_start() -> str:
@@ -101,6 +130,7 @@ class _Group:
     first_seq: int | None = None
     error: BaseException | None = None
     attempted: bool = False
+    done: bool = False
 
 
 def _settle_all(items: list[tuple[asyncio.Future[int | None], int | None, BaseException | None]]) -> None:
@@ -169,29 +199,53 @@ class Ledger:
         row: LedgerRow,
         *,
         signer: NoteSigner | None = None,
-        checkpoint_interval: float | None = 1.0,
+        checkpoint_interval: float | None = DEFAULT_CHECKPOINT_INTERVAL,
+        checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
         store_results: bool = False,
         max_batch: int = 1000,
         durable_timeout: float = 30.0,
+        required: bool = False,
     ) -> None:
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1 (or None)")
+        if checkpoint_interval is not None and checkpoint_interval <= 0:
+            raise ValueError("checkpoint_interval must be positive (or None)")
         self._store = store
         self._row = row
         self.signer = signer
         self.checkpoint_interval = checkpoint_interval
+        self.checkpoint_every = checkpoint_every
         self.store_results = store_results
         self.max_batch = max_batch
         self.durable_timeout = durable_timeout
+        self.required = required
+        """Every record durable before its call returns (``evidence: required``)."""
         self.stats = _Stats()
-        self._queue: queue.SimpleQueue[_Group | None] = queue.SimpleQueue()
+        self._writer = _writer_id()
+        self._fresh_sync()
+        self._closed = False
+        self._broken: str | None = None if row.format == FORMAT_VERSION else _format_problem(row.format)
+        self._known_size = 0
+        self._own_size = 0  # the tree size after this process's latest commit
+        self._last_cp_size = 0  # the size of the latest checkpoint this process signed (or found)
+        self._tail_since: float | None = None  # when this process committed the first entry no checkpoint covers
+        self._file_checked = 0.0  # monotonic time of the latest check that the SQLite file is still ours
+        _LIVE.add(self)
+
+    def _fresh_sync(self) -> None:
+        """Locks, FIFO and flusher state (again in a forked child: the parent's are not ours)."""
+        self._cv = threading.Condition(threading.Lock())
+        self._pending: deque[_Group] = deque()
+        self._commit_lock = threading.Lock()
+        self._cp_lock = threading.Lock()
+        self._tail_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._stuck: BaseException | None = None
-        self._closed = False
-        self._known_size = 0
-        self._last_cp_size = -1
-        self._last_cp_time = 0.0
-        self._writer = _writer_id()
-        _LIVE.add(self)
+        self._stopping = False
+        self._stuck: BaseException | None = None  # records could not be written: refuse new ones until they are
+        self._crash: BaseException | None = None  # the writer crashed: refuse everything from now on
+        self._failing: BaseException | None = None  # the last commit failed: commit every record synchronously
+        self._cp_wanted = False
 
     # ---- identity -------------------------------------------------------------------------------
 
@@ -312,6 +366,7 @@ class Ledger:
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every record queued so far is committed (raises if that fails)."""
         g = self._submit([], durable=True, event=threading.Event())
+        self._lead_if_idle(g)
         self._wait(g, timeout)
 
     # ---- producer side ----------------------------------------------------------------------------
@@ -324,6 +379,23 @@ class Ledger:
                     t.start()
                     self._thread = t
 
+    def _refusal(self, *, check_file: bool = True) -> LedgerError | None:
+        """Why no record may be accepted now, or ``None``. ``check_file``: stat the SQLite file (not
+        on an event loop: async callers rely on a check at most ``_ASYNC_FILE_CHECK_TTL`` old)."""
+        if self._closed:
+            return LedgerError(f"ledger {self.origin} is closed")
+        if self._broken is None and check_file:
+            self._broken = self._store.file_problem()
+            self._file_checked = time.monotonic()
+        if self._broken is not None:
+            return LedgerUnavailable(f"ledger {self.origin}: {self._broken}; refusing every record (reopen the ledger)")
+        stuck = self._stuck
+        if stuck is not None:
+            return LedgerUnavailable(
+                f"ledger {self.origin} cannot write ({type(stuck).__name__}: {stuck}); refusing new records until the queued ones are stored"
+            )
+        return None
+
     def _submit(
         self,
         records: list[PendingRecord],
@@ -332,17 +404,17 @@ class Ledger:
         event: threading.Event | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         future: asyncio.Future[int | None] | None = None,
+        check_file: bool = True,
     ) -> _Group:
-        if self._closed:
-            raise LedgerError(f"ledger {self.origin} is closed")
-        stuck = self._stuck
-        if stuck is not None:
-            raise LedgerUnavailable(
-                f"ledger {self.origin} cannot write ({type(stuck).__name__}: {stuck}); refusing new records until the queued ones are stored"
-            )
+        refusal = self._refusal(check_file=check_file)
+        if refusal is not None:
+            raise refusal
         self._ensure_thread()
         g = _Group(records, durable, event, loop, future)
-        self._queue.put(g)
+        with self._cv:
+            self._pending.append(g)
+            if event is None:  # nobody on this side will commit it: the flusher does
+                self._cv.notify()
         return g
 
     def _wait(self, g: _Group, timeout: float | None) -> int | None:
@@ -355,32 +427,171 @@ class Ledger:
             raise g.error
         return g.first_seq
 
+    def _sync(self, durable: bool) -> bool:
+        """Whether a call must wait for its commit: asked to, ``required``, or the last commit failed."""
+        return durable or self.required or self._failing is not None
+
     def _append(self, records: list[PendingRecord], durable: bool) -> int | None:
-        if not durable:
+        if not self._sync(durable):
             self._submit(records, False)
             return None
-        return self._wait(self._submit(records, True, event=threading.Event()), None)
+        g = self._submit(records, True, event=threading.Event(), check_file=False)  # its commit checks the file
+        self._lead_if_idle(g)
+        return self._wait(g, None)
 
     async def _aappend(self, records: list[PendingRecord], durable: bool) -> int | None:
-        if not durable:
-            self._submit(records, False)
+        if self._file_checked + _ASYNC_FILE_CHECK_TTL < time.monotonic():  # never stat on the event loop
+            problem = await asyncio.to_thread(self._store.file_problem)
+            self._broken = self._broken or problem
+            self._file_checked = time.monotonic()
+        if not self._sync(durable):
+            self._submit(records, False, check_file=False)
             return None
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int | None] = loop.create_future()
-        self._submit(records, True, loop=loop, future=fut)
+        self._submit(records, True, loop=loop, future=fut, check_file=False)  # committed by the flusher, off the loop
         try:
             async with asyncio.timeout(self.durable_timeout):
                 return await fut
         except TimeoutError:
             raise LedgerUnavailable(f"ledger {self.origin}: records not durable after {self.durable_timeout:.1f}s") from None
 
-    # ---- the flusher ------------------------------------------------------------------------------
+    # ---- committing -------------------------------------------------------------------------------
+
+    def _lead_if_idle(self, g: _Group) -> None:
+        """Commit ``g`` (and whatever waits before it) on this thread, unless a commit is running.
+
+        If one is, its committer passes what is left to the flusher once it is done (it looks at the
+        FIFO after letting go of the commit lock, so a group queued meanwhile is never stranded).
+        """
+        if not self._commit_lock.acquire(blocking=False):
+            return
+        try:
+            while not g.done and self._commit_once():  # (stops on a failure: the flusher retries with backoff)
+                pass
+        except BaseException as exc:
+            self._crashed(exc)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        finally:
+            self._commit_lock.release()
+            with self._cv:
+                if self._pending or self._cp_wanted:
+                    self._cv.notify()
+
+    def _take(self) -> list[_Group]:
+        with self._cv:
+            batch: list[_Group] = []
+            count = 0
+            pending = self._pending
+            while pending and (not batch or count + len(pending[0].records) <= self.max_batch):
+                g = pending.popleft()
+                batch.append(g)
+                count += len(g.records)
+            return batch
+
+    def _commit_once(self) -> bool | None:
+        """Commit one batch from the FIFO (the commit lock is held): ``True`` done, ``False`` the commit
+        failed, ``None`` nothing was waiting."""
+        batch = self._take()
+        if not batch:
+            return None
+        ready: list[_Group] = []
+        for g in batch:
+            if g.attempted and g.records:  # did an earlier, failed-looking commit actually land?
+                seq = self._already_committed(g)
+                if seq is not None:
+                    g.first_seq = seq
+                    self._finish(g)
+                    continue
+            ready.append(g)
+        records = [r for g in ready for r in g.records]
+        try:
+            result = self._store.append(self.ledger_id, records) if records else None
+        except Exception as exc:  # noqa: BLE001 - reported to waiters; queued non-durable records are retried
+            self._failed(ready, exc)
+            return False
+        except BaseException as exc:  # a bug or an interrupt mid-commit: nobody in this batch is left waiting
+            err = LedgerUnavailable(f"ledger {self.origin}: writer crashed ({type(exc).__name__}: {exc})")
+            for g in ready:
+                self._finish(g, err)
+            raise
+        if result is not None:  # (only a real commit shows the database works again, not an empty flush)
+            self._failing = None
+            self._file_checked = time.monotonic()  # the store checked the file before and after the commit
+        seq = result.first_seq if result is not None else None
+        settle: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for g in ready:
+            g.first_seq = seq
+            if seq is not None:
+                seq += len(g.records)
+            self._finish(g, settle=settle)
+        for loop, items in settle.items():
+            self._wake(loop, items)
+        if self._stuck is not None and self._crash is None:
+            with self._cv:
+                if not any(g.attempted and not g.durable for g in self._pending):
+                    self._stuck = None
+        if result is not None:
+            self._known_size = self._own_size = result.size
+            self.stats.flushes += 1
+            self.stats.records += len(records)
+            self.stats.max_batch = max(self.stats.max_batch, len(records))
+            if self.signer is not None:
+                with self._tail_lock:
+                    first = self._tail_since is None
+                    if first:
+                        self._tail_since = time.monotonic()
+                if self._checkpoint_due():
+                    self._cp_wanted = True
+                elif first and self.checkpoint_interval is not None:
+                    with self._cv:  # the flusher sleeps without a timeout while nothing is uncovered
+                        self._cv.notify()
+        return True
+
+    def _failed(self, batch: list[_Group], exc: Exception) -> None:
+        self.stats.failures += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        self._failing = exc
+        if isinstance(exc, LedgerUnavailable) and self._broken is None:
+            self._broken = self._store.file_problem()
+        err = LedgerUnavailable(f"ledger {self.origin}: could not store records ({type(exc).__name__}: {exc})")
+        keep: list[_Group] = []
+        for g in batch:
+            g.attempted = True
+            if self._broken is not None:
+                self._finish(g, err)  # the file is gone: nothing can be retried into it
+            elif g.durable or not g.records:
+                seq = self._already_committed(g) if g.records else None
+                if seq is not None:
+                    g.first_seq = seq
+                    self._finish(g)
+                else:
+                    self._finish(g, err)
+            else:
+                keep.append(g)
+        if keep:
+            self._stuck = exc
+            with self._cv:
+                self._pending.extendleft(reversed(keep))
+
+    def _crashed(self, exc: BaseException) -> None:
+        """A bug (or an interrupt) in a commit: fail closed instead of hanging or dropping, for good."""
+        self._stuck = self._crash = exc
+        log.critical("ledger %s: writer crashed: %r; refusing new records", self.origin, exc)
+        err = LedgerUnavailable(f"ledger {self.origin}: writer crashed ({type(exc).__name__}: {exc})")
+        with self._cv:
+            left = list(self._pending)
+            self._pending.clear()
+        for g in left:
+            self._finish(g, err)
 
     def _finish(
         self, g: _Group, error: BaseException | None = None, settle: dict[asyncio.AbstractEventLoop, list[Any]] | None = None
     ) -> None:
         """Wake the producer of ``g``. Async producers are woken per loop in one call (``settle``)."""
         g.error = error
+        g.done = True
         if g.event is not None:
             g.event.set()
         if g.future is not None and g.loop is not None:
@@ -400,143 +611,96 @@ class Ledger:
             pass
 
     def _already_committed(self, g: _Group) -> int | None:
+        if self._broken is not None:
+            return None
         try:
             return self._store.committed_at(self.ledger_id, self._known_size, [r.leaf_hash for r in g.records])
         except Exception:  # noqa: BLE001 - still unreachable: the caller retries or fails
             return None
 
+    # ---- the flusher ------------------------------------------------------------------------------
+
     def _run(self) -> None:
         try:
             self._loop()
         except BaseException as exc:  # noqa: BLE001 - a bug in the flusher: fail closed instead of hanging or dropping
-            self._stuck = exc
-            log.critical("ledger %s: writer thread crashed: %r; refusing new records", self.origin, exc)
-            err = LedgerUnavailable(f"ledger {self.origin}: writer thread crashed ({type(exc).__name__}: {exc})")
-            while True:
-                try:
-                    g = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if g is not None:
-                    self._finish(g, err)
+            self._crashed(exc)
 
     def _loop(self) -> None:
-        backlog: deque[_Group] = deque()
-        stopping = False
         failures = 0
         deadline: float | None = None
         while True:
-            if not backlog:
-                if stopping:
-                    break
-                try:
-                    first = self._queue.get(timeout=self._idle_timeout())
-                except queue.Empty:
-                    self._maybe_checkpoint()
-                    continue
-                if first is None:
-                    stopping = True
-                    continue
-                backlog.append(first)
-            count = sum(len(g.records) for g in backlog)
-            while count < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                backlog.append(nxt)
-                count += len(nxt.records)
-            batch: list[_Group] = []
-            count = 0
-            while backlog and (not batch or count + len(backlog[0].records) <= self.max_batch):
-                g = backlog.popleft()
-                if g.attempted and g.records:  # did an earlier, failed-looking commit actually land?
-                    seq = self._already_committed(g)
-                    if seq is not None:
-                        g.first_seq = seq
-                        self._finish(g)
-                        continue
-                batch.append(g)
-                count += len(g.records)
-            records = [r for g in batch for r in g.records]
-            result: AppendResult | None = None
-            try:
-                if records:
-                    result = self._store.append(self.ledger_id, records)
-            except Exception as exc:  # noqa: BLE001 - reported to waiters; queued records are retried
+            with self._cv:
+                while not self._pending and not self._stopping and not self._cp_wanted:
+                    timeout = self._idle_timeout()
+                    self._cv.wait(timeout)
+                    if timeout is not None and self._checkpoint_due():
+                        self._cp_wanted = True
+                stopping = self._stopping
+                work = bool(self._pending)
+            ok = True
+            if work:
+                with self._commit_lock:
+                    while True:
+                        done = self._commit_once()
+                        if done is None:
+                            break
+                        if done is False:
+                            ok = False
+                            break
+            if not ok:
                 failures += 1
-                self.stats.failures += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                err = LedgerUnavailable(f"ledger {self.origin}: could not store records ({type(exc).__name__}: {exc})")
-                keep: list[_Group] = []
-                for g in batch:
-                    g.attempted = True
-                    if g.durable or not g.records:
-                        seq = self._already_committed(g) if g.records else None
-                        if seq is not None:
-                            g.first_seq = seq
-                            self._finish(g)
-                        else:
-                            self._finish(g, err)
-                    else:
-                        keep.append(g)
-                if keep:
-                    self._stuck = exc
-                    backlog.extendleft(reversed(keep))
                 if stopping:
                     deadline = deadline or time.monotonic() + 10.0
                     if time.monotonic() > deadline:
-                        for g in backlog:
+                        err = LedgerUnavailable(f"ledger {self.origin}: could not store records ({self.stats.last_error})")
+                        with self._cv:
+                            left = list(self._pending)
+                            self._pending.clear()
+                        for g in left:
                             self._finish(g, err)
-                        backlog.clear()
-                        self._stuck = None
+                        if self._crash is None:
+                            self._stuck = None
                         break
                 time.sleep(min(1.0, 0.005 * 2**failures))
                 continue
             failures = 0
-            self._stuck = None
-            seq = result.first_seq if result is not None else None
-            settle: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-            for g in batch:
-                g.first_seq = seq
-                if seq is not None:
-                    seq += len(g.records)
-                self._finish(g, settle=settle)
-            for loop, items in settle.items():
-                self._wake(loop, items)
-            if result is not None:
-                self._known_size = result.size
-                self.stats.flushes += 1
-                self.stats.records += len(records)
-                self.stats.max_batch = max(self.stats.max_batch, len(records))
-            self._maybe_checkpoint()
-        if self.signer is not None and self.checkpoint_interval is not None:
-            self._maybe_checkpoint(force=True)
+            if self._cp_wanted:
+                self._cp_wanted = False
+                if self._checkpoint_due():  # (still: a commit may have asked again for what was just signed)
+                    self._auto_checkpoint()
+            if stopping and not self._pending:
+                break
+        if self.signer is not None and self._own_size > self._last_cp_size:
+            self._auto_checkpoint()  # at close: leave no entry of ours uncovered
+
+    # ---- checkpoint schedule ----------------------------------------------------------------------
+
+    def _checkpoint_due(self) -> bool:
+        if self.signer is None or self._own_size <= self._last_cp_size or self._broken is not None:
+            return False
+        if self.checkpoint_every is not None and self._own_size - self._last_cp_size >= self.checkpoint_every:
+            return True
+        since = self._tail_since
+        return self.checkpoint_interval is not None and since is not None and time.monotonic() - since >= self.checkpoint_interval
 
     def _idle_timeout(self) -> float | None:
-        if self.signer is None or self.checkpoint_interval is None:
+        if self.signer is None or self.checkpoint_interval is None or self._tail_since is None:
             return None
-        return max(0.01, self.checkpoint_interval)
+        return max(0.005, self._tail_since + self.checkpoint_interval - time.monotonic())
 
-    def _maybe_checkpoint(self, *, force: bool = False) -> None:
-        if self.signer is None or self.checkpoint_interval is None or self._known_size == self._last_cp_size:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_cp_time < self.checkpoint_interval:
-            return
-        self._last_cp_time = now
+    def _auto_checkpoint(self) -> None:
         try:
-            self._last_cp_size = self.checkpoint().size
+            self.checkpoint()
         except Exception as exc:  # noqa: BLE001 - a failed checkpoint must not stop recording
+            self._tail_since = time.monotonic()  # try again one interval later, not in a loop
             log.error("ledger %s: checkpoint failed: %s", self.origin, exc)
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
     def close(self, timeout: float = 30.0) -> None:
-        """Flush what is queued, sign a last checkpoint (if a signer is set) and stop."""
+        """Flush what is queued, sign a last checkpoint (if a signer is set and this process wrote
+        entries no checkpoint covers yet) and stop."""
         if self._closed:
             return
         self._closed = True
@@ -544,7 +708,9 @@ class Ledger:
         thread = self._thread
         lost_before = self.stats.lost
         if thread is not None:
-            self._queue.put(None)
+            with self._cv:
+                self._stopping = True
+                self._cv.notify()
             thread.join(timeout)
             if thread.is_alive():
                 raise LedgerUnavailable(f"ledger {self.origin}: queued records not written within {timeout:.0f}s")
@@ -570,54 +736,101 @@ class Ledger:
 
     def _forked(self) -> None:
         """In a forked child: the flusher thread did not survive; start afresh with new connections."""
-        self._thread = None
-        self._queue = queue.SimpleQueue()
-        self._start_lock = threading.Lock()
+        self._fresh_sync()
         self._writer = _writer_id()
         self._store.after_fork()
 
     # ---- checkpoints, proofs, receipts ----------------------------------------------------------
 
     def latest_checkpoint(self) -> Checkpoint | None:
-        """The latest stored signed checkpoint (not re-verified: use :meth:`verify` for that)."""
+        """The latest stored signed checkpoint, with any witness cosignatures imported for it (not
+        re-verified: use :meth:`verify` for that)."""
         with self._store.read_conn() as conn, conn.begin():
             row = self._store.latest_checkpoint(self.ledger_id, conn)
-        return Checkpoint.parse_unverified(row[2]) if row else None
+            cosigs = self._store.cosignatures(self.ledger_id, row[0], conn) if row else []
+        return Checkpoint.parse_unverified(row[2] + "".join(cosigs)) if row else None
 
     def checkpoint(self) -> Checkpoint:
         """Sign a checkpoint of the committed tree and store it (needs a signer).
 
-        Refuses (raises :class:`LedgerError`) if the tree is not consistent with the latest stored
-        checkpoint: a log must never sign two inconsistent checkpoints.
+        It carries the next checkpoint sequence number (``fiveplane-checkpoint N``). Refuses (raises
+        :class:`LedgerError`) if the tree is not consistent with the latest stored checkpoint: a log
+        must never sign two inconsistent checkpoints. Returns the stored one if the tree has not grown.
         """
         if self.signer is None:
             raise LedgerError(f"ledger {self.origin} has no signing key: open it with key=...")
+        if self._broken is not None:
+            raise LedgerUnavailable(f"ledger {self.origin}: {self._broken}; refusing to sign")
+        with self._cp_lock:
+            for _ in range(20):  # another writer storing a checkpoint in between: re-read and sign the next one
+                with self._store.read_conn() as conn, conn.begin():
+                    st = self._store.state(self.ledger_id, conn)
+                    latest = self._store.latest_checkpoint(self.ledger_id, conn)
+                    if latest is not None:
+                        old_size, old_root, note = latest
+                        if old_size > st.size:
+                            raise LedgerError(
+                                f"refusing to sign: tree size {st.size} is behind checkpoint {old_size} (truncated or restored database?)"
+                            )
+                        if old_size == st.size:
+                            if old_root != st.root:
+                                raise LedgerError(f"refusing to sign: root at size {st.size} differs from the signed checkpoint")
+                            self._signed(old_size)
+                            return Checkpoint.parse_unverified(note)
+                        if old_size > 0:
+                            proof = fold_plan(
+                                plan := consistency_plan(old_size, st.size),
+                                self._store.subtrees(conn, self.ledger_id, (c for g in plan for c in g)),
+                            )
+                            try:
+                                verify_consistency(old_size, st.size, proof, old_root, st.root)
+                            except ProofError as exc:
+                                raise LedgerError(
+                                    f"refusing to sign: tree is not consistent with checkpoint {old_size}: {exc}"
+                                ) from exc
+                number = 1
+                if latest is not None:
+                    number = (Checkpoint.parse_unverified(latest[2]).number or 0) + 1
+                cp = Checkpoint(self.origin, st.size, st.root, (f"{CHECKPOINT_NUMBER} {number}",)).signed([self.signer])
+                assert cp.note is not None
+                if self._store.insert_checkpoint(self.ledger_id, cp.size, cp.root, cp.note, after=latest[0] if latest else None):
+                    self._signed(cp.size)
+                    return cp
+        raise LedgerError(f"ledger {self.origin}: could not store a checkpoint (other writers kept storing theirs first)")
+
+    def _signed(self, size: int) -> None:
+        with self._tail_lock:
+            self._last_cp_size = max(self._last_cp_size, size)
+            self._tail_since = None if self._own_size <= self._last_cp_size else time.monotonic()
+
+    def add_cosignatures(self, note: str, *, witnesses: Sequence[CosignatureVerifier] | None = None) -> int:
+        """Store the witness cosignatures of ``note`` (a stored checkpoint as cosigned by witnesses,
+        e.g. by ``fiveplane audit cosign``) next to the checkpoint. Returns how many were new.
+
+        The note's text must be exactly that of the checkpoint stored at its size. With ``witnesses``
+        only their valid cosignatures are stored (and at least one must be there); without, every
+        signature line the stored note does not already have is kept, to be checked by
+        ``verify(witness_keys=…)``.
+        """
+        text, sigs = parse_note(note)
+        cp = Checkpoint.parse_body(text)
         with self._store.read_conn() as conn, conn.begin():
-            st = self._store.state(self.ledger_id, conn)
-            latest = self._store.latest_checkpoint(self.ledger_id, conn)
-            if latest is not None:
-                old_size, old_root, note = latest
-                if old_size > st.size:
-                    raise LedgerError(
-                        f"refusing to sign: tree size {st.size} is behind checkpoint {old_size} (truncated or restored database?)"
-                    )
-                if old_size == st.size:
-                    if old_root != st.root:
-                        raise LedgerError(f"refusing to sign: root at size {st.size} differs from the signed checkpoint")
-                    return Checkpoint.parse_unverified(note)
-                if old_size > 0:
-                    proof = fold_plan(
-                        plan := consistency_plan(old_size, st.size),
-                        self._store.subtrees(conn, self.ledger_id, (c for g in plan for c in g)),
-                    )
-                    try:
-                        verify_consistency(old_size, st.size, proof, old_root, st.root)
-                    except ProofError as exc:
-                        raise LedgerError(f"refusing to sign: tree is not consistent with checkpoint {old_size}: {exc}") from exc
-        cp = Checkpoint(self.origin, st.size, st.root).signed([self.signer])
-        assert cp.note is not None
-        self._store.insert_checkpoint(self.ledger_id, cp.size, cp.root, cp.note)
-        return cp
+            stored = {size: n for size, _, n in self._store.checkpoints(self.ledger_id, conn)}.get(cp.size)
+            have = set(self._store.cosignatures(self.ledger_id, cp.size, conn))
+        if stored is None:
+            raise LedgerError(f"no checkpoint at size {cp.size} is stored in ledger {self.origin}")
+        stored_text, stored_sigs = parse_note(stored)
+        if stored_text != text:
+            raise LedgerError(f"the note differs from the checkpoint stored at size {cp.size} (another log, or altered)")
+        own = {(s.name, s.key_id) for s in stored_sigs}
+        extra = [s for s in sigs if (s.name, s.key_id) not in own and s.line() not in have]
+        if witnesses is not None:
+            valid = {(w.name, w.key_id) for w, _ in verify_cosignatures(note, witnesses)}
+            if not valid:
+                raise LedgerError("the note carries no cosignature from the witness keys given")
+            extra = [s for s in extra if (s.name, s.key_id) in valid]
+        self._store.insert_cosignatures(self.ledger_id, cp.size, [(s.name, s.key_id, s.line()) for s in extra])
+        return len(extra)
 
     def inclusion_proof(self, seq: int, size: int | None = None) -> list[bytes]:
         """Inclusion proof of leaf ``seq`` in the tree of ``size`` leaves (default: committed size)."""
@@ -641,6 +854,8 @@ class Ledger:
         """
         with self._store.read_conn() as conn, conn.begin():
             latest = self._store.latest_checkpoint(self.ledger_id, conn)
+            if latest is not None:  # hand out the checkpoint with its witnesses' cosignatures
+                latest = (latest[0], latest[1], latest[2] + "".join(self._store.cosignatures(self.ledger_id, latest[0], conn)))
         if latest is None or latest[0] <= seq:
             if self.signer is None:
                 raise LedgerError(f"no checkpoint covers entry {seq} yet and no signing key is loaded to sign one")
@@ -695,7 +910,14 @@ class Ledger:
         rec = make_record(self.origin, RecordKind.ERASURE, meta, {"reason": reason, "requested_by": requested_by})
         self._append([rec], durable=True)
         self._store.delete_payloads(self.ledger_id, targets)
+        self._vouch()
         return targets
+
+    def _vouch(self) -> None:
+        """After a maintenance append: cover it by a signed checkpoint at once, if we hold the key
+        (without it the entry stays uncovered, and ``verify`` with the log's key fails on it)."""
+        if self.signer is not None:
+            self.checkpoint()
 
     def erase_action(self, action_id: str, *, reason: str, requested_by: str | None = None) -> list[int]:
         """Erase the payloads of every record of one action (and of its result actions)."""
@@ -760,6 +982,7 @@ class Ledger:
             marked.append(action_id)
         if records:
             self._append(records, durable=True)
+            self._vouch()
         return marked
 
     # ---- reading ----------------------------------------------------------------------------------
@@ -770,10 +993,25 @@ class Ledger:
         keys: Sequence[NoteVerifier] | None = None,
         against: str | Checkpoint | None = None,
         progress: Callable[[int, int], None] | None = None,
+        require_signed: bool | None = None,
+        witness_keys: Sequence[CosignatureVerifier] = (),
+        witnesses_required: int = 1,
+        grace: float = 0.0,
     ) -> VerifyReport:
-        """Full fsck (see ``_verify``). ``keys``: trusted verifier keys (default: the ones recorded in the
-        database and the loaded signer's — self-asserted, so pass your own when it matters).
-        ``against``: a signed checkpoint saved earlier, to prove the ledger is consistent with it."""
+        """Full fsck (see ``_verify``).
+
+        Args:
+            keys: trusted verifier keys. Default: the ones recorded in the database and the loaded
+                signer's — self-asserted, so pass your own when it matters.
+            against: a signed checkpoint saved earlier, to prove the ledger is consistent with it.
+            require_signed: fail (rather than warn) when an entry is not covered by a checkpoint
+                signed by a trusted key, or when there is no such checkpoint. Default: when ``keys``
+                are given (non-empty).
+            witness_keys: witnesses whose cosignature the ``against`` checkpoint (or else the
+                latest stored one) must carry; ``witnesses_required`` of them.
+            grace: seconds; uncovered entries recorded this recently only warn (a live ledger signs
+                its tail within ``checkpoint_interval``). Their time is the one they claim.
+        """
         if isinstance(against, Checkpoint):
             if against.note is None:
                 raise ValueError("the checkpoint to verify against must carry its signed note")
@@ -785,6 +1023,10 @@ class Ledger:
             keys=self.verifiers() if keys is None else list(keys),
             against=against,
             progress=progress,
+            require_signed=bool(keys) if require_signed is None else require_signed,
+            witness_keys=list(witness_keys),
+            witnesses_required=witnesses_required,
+            grace=grace,
         )
 
     def reconstruct(self, action_id: str) -> ActionStory | None:
@@ -819,7 +1061,9 @@ def open_ledger(
     key: str | Path | NoteSigner | None = None,
     origin: str | None = None,
     create: bool = True,
-    checkpoint_interval: float | None = 1.0,
+    checkpoint_interval: float | None = DEFAULT_CHECKPOINT_INTERVAL,
+    checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+    required: bool = False,
     store_results: bool = False,
     max_batch: int = 1000,
     durable_timeout: float = 30.0,
@@ -832,14 +1076,20 @@ def open_ledger(
             ``postgresql+psycopg://user@host/db``.
         key: the checkpoint signing key: a key file path (see ``fiveplane audit keygen``), the
             ``PRIVATE+KEY+…`` string, or any :class:`NoteSigner` (KMS, HSM, another process).
-            Without a key the ledger records and verifies but cannot sign checkpoints or receipts.
+            Without a key the ledger records and verifies but cannot sign checkpoints or receipts —
+            and what it appends stays uncovered: ``audit verify --key`` fails on it.
         origin: the log's unique name (first line of its checkpoints), e.g. ``acme.example/agents``.
             Defaults to the signing key's name, or to the only ledger in the database.
-        checkpoint_interval: with a key, sign a checkpoint at most this often while records arrive
-            (and at close); ``None`` signs only on demand.
+        checkpoint_interval: with a key, sign a checkpoint at most this many seconds after this
+            process's first commit no checkpoint covers; ``None``: no time trigger.
+        checkpoint_every: ... or once this many entries are uncovered; ``None``: no count trigger.
+            With both ``None`` checkpoints are signed on demand and at close only.
+        required: every record is durable before its call returns, whatever the action class
+            (``evidence: required``): a ledger that cannot write blocks every action.
         store_results: keep tool results in clear in the ledger (default: only their digest).
 
-    Raises at once if the database is unreachable (fail closed at construction).
+    Raises at once if the database is unreachable (fail closed at construction), and, when
+    ``create``, if the ledger's state row has a format this version does not know.
     """
     signer = _resolve_signer(key)
     store = Store(url, busy_timeout=busy_timeout, create=create)
@@ -858,6 +1108,8 @@ def open_ledger(
         if not origin or any(ch.isspace() or ch == "+" for ch in origin):
             raise LedgerError(f"invalid origin {origin!r}: non-empty, no spaces or '+' (e.g. acme.example/agents)")
         row = store.open_ledger(origin, verifier_key=signer.verifier_key() if signer else None, create=create)
+        if create and row.format != FORMAT_VERSION:
+            raise LedgerError(f"ledger {origin}: {_format_problem(row.format)}")
     except BaseException:
         store.dispose()
         raise
@@ -866,6 +1118,8 @@ def open_ledger(
         row,
         signer=signer,
         checkpoint_interval=checkpoint_interval,
+        checkpoint_every=checkpoint_every,
+        required=required,
         store_results=store_results,
         max_batch=max_batch,
         durable_timeout=durable_timeout,

@@ -10,6 +10,8 @@ Tables (one database can hold several ledgers, told apart by ``ledger_id``):
 * ``ledger_nodes`` — ``(ledger_id, level, idx)`` → hash of every complete interior subtree (level ≥ 1;
   level 0 is the leaf hash), enough to answer any inclusion or consistency proof with one read.
 * ``ledger_checkpoints`` — ``(ledger_id, size)`` → root and signed checkpoint note.
+* ``ledger_cosignatures`` — ``(ledger_id, size, key name, key ID)`` → a witness's cosignature line
+  on the checkpoint at that size (C2SP ``tlog-cosignature``), imported after witnessing.
 
 Sequencing: one writer at a time per ledger. A batch is appended in **one** transaction that first
 takes the ledger's lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: ``SELECT … FOR UPDATE`` on the
@@ -20,13 +22,19 @@ and TRUNCATE are refused by triggers (hygiene against mistakes; the real protect
 kept off the box).
 
 SQLite runs in WAL mode with ``synchronous=FULL`` (a commit survives power loss) and a busy timeout.
+
+Appends (the hot path) run on one dedicated DB-API connection (sqlite3 or psycopg) held for the
+store's lifetime, with plain ``execute`` calls: SQLAlchemy creates the schema and serves every read,
+but is not in the way of each commit. A SQLite store remembers the device and inode of the file it
+opened and refuses to append once the path names another file or none (deleted, replaced, restored
+from a backup under the running process): records written to an unlinked file would be lost.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -67,10 +75,11 @@ try:
 except ImportError:  # Windows: SQLite's busy timeout alone
     fcntl = None  # type: ignore[assignment]
 
+from ._errors import LedgerUnavailable
 from ._merkle import EMPTY_ROOT, CompactRange, Coord
 from ._records import PendingRecord
 
-__all__ = ["AppendResult", "LedgerRow", "Store", "metadata"]
+__all__ = ["FORMAT_VERSION", "AppendResult", "LedgerRow", "Store", "metadata"]
 
 FORMAT_VERSION = 1
 
@@ -139,7 +148,19 @@ checkpoints_t = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-_APPEND_ONLY = ("ledger_leaves", "ledger_nodes", "ledger_checkpoints")
+cosignatures_t = Table(
+    "ledger_cosignatures",
+    metadata,
+    Column("ledger_id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("key_name", String(255), primary_key=True),
+    Column("key_id", LargeBinary, primary_key=True),
+    Column("line", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+_APPEND_ONLY = ("ledger_leaves", "ledger_nodes", "ledger_checkpoints", "ledger_cosignatures")
+_ABANDONED: list[Any] = []  # connections inherited over fork(): never closed from the child
 _PG_LOCK_KEY = 0x5F1E_D6E7  # advisory lock that serializes schema creation on PostgreSQL
 _CHUNK = 4096
 
@@ -149,6 +170,7 @@ class LedgerRow:
     ledger_id: int
     origin: str
     verifier_keys: tuple[str, ...]
+    format: int = FORMAT_VERSION
 
 
 @dataclass(frozen=True)
@@ -163,11 +185,12 @@ class StateRow:
     size: int
     root: bytes
     frontier: bytes
+    format: int = FORMAT_VERSION
 
 
 def _sqlite_listeners(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:  # every connection, the append one included
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite's implicit BEGIN is deferred)
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
@@ -223,25 +246,51 @@ class Store:
             "nodes": "INSERT INTO ledger_nodes (ledger_id, level, idx, hash) VALUES ",
             "update": f"UPDATE ledger_state SET size = {p}, root = {p}, frontier = {p} WHERE ledger_id = {p}",
         }
+        self._raw: Any = None  # the pool connection appends commit on (checked out once, see _writer)
+        self._path: str | None = u.database if self.dialect == "sqlite" else None
+        self._file_id: tuple[int, int] | None = None
+        self._stmts: dict[tuple[str, int], str] = {}
+        self._cosigs = True
         if create:
             self.ensure_schema()
         else:
             with self.engine.connect() as conn:
-                if not inspect(conn).has_table("ledger_state"):
+                found = inspect(conn)
+                if not found.has_table("ledger_state"):
                     self.engine.dispose()
                     raise LookupError(f"no evidence ledger in {u.render_as_string(hide_password=True)}")
+                self._cosigs = found.has_table("ledger_cosignatures")  # (ledgers made before witnessing lack it)
+        if self._path is not None:
+            st = os.stat(self._path)
+            self._file_id = (st.st_dev, st.st_ino)
 
     def after_fork(self) -> None:
         """In a forked child: fresh locks and connections (the parent's are not ours to use)."""
         self._thread_lock = threading.Lock()
         self._lock_fd = None
+        if self._raw is not None:  # never close the parent's connection from here: keep it alive, unused
+            _ABANDONED.append(self._raw)
+            self._raw = None
         self.engine.dispose(close=False)
 
     def dispose(self) -> None:
+        self._drop_writer(invalidate=False)
         self.engine.dispose()
         if self._lock_fd is not None and self._lock_pid == os.getpid():
             os.close(self._lock_fd)
         self._lock_fd = None
+
+    def file_problem(self) -> str | None:
+        """Why appending must stop because the SQLite file opened is no longer the one at its path, or ``None``."""
+        if self._file_id is None or self._path is None:
+            return None
+        try:
+            st = os.stat(self._path)
+        except OSError as exc:
+            return f"the ledger database {self._path} is gone ({exc.strerror or exc}): it was deleted while the ledger was open"
+        if (st.st_dev, st.st_ino) != self._file_id:
+            return f"the ledger database {self._path} was replaced by another file while the ledger was open"
+        return None
 
     # ---- connections ----------------------------------------------------------------------------
 
@@ -320,18 +369,28 @@ class Store:
         return [(LedgerRow(r.ledger_id, r.origin, _keys(r.verifier_keys)), r.size) for r in rows]
 
     def open_ledger(self, origin: str, *, verifier_key: str | None, create: bool) -> LedgerRow:
-        """The ledger row for ``origin``, created if missing (and ``create``); records a new verifier key."""
+        """The ledger row for ``origin``, created if missing (and ``create``); records a new verifier key.
+
+        Without ``create`` and a key to record it only reads (no write lock), so auditors and
+        witnesses can work with read-only database credentials."""
+        if not create and not verifier_key:
+            with self.read_conn() as conn, conn.begin():
+                row = conn.execute(select(state_t).where(state_t.c.origin == origin)).first()
+            if row is None:
+                raise LookupError(f"no ledger with origin {origin!r} in {self.url.render_as_string(hide_password=True)}")
+            return LedgerRow(row.ledger_id, row.origin, _keys(row.verifier_keys), int(row.format))
         for _ in range(3):
             with self._lock(), self.write_conn() as conn, conn.begin():
                 row = conn.execute(select(state_t).where(state_t.c.origin == origin).with_for_update()).first()
                 if row is not None:
                     keys = _keys(row.verifier_keys)
-                    if verifier_key and verifier_key not in keys:
+                    fmt = int(row.format)
+                    if verifier_key and verifier_key not in keys and fmt == FORMAT_VERSION:  # never write an unknown format
                         keys = (*keys, verifier_key)
                         conn.execute(
                             update(state_t).where(state_t.c.ledger_id == row.ledger_id).values(verifier_keys="\n".join(keys))
                         )
-                    return LedgerRow(row.ledger_id, row.origin, keys)
+                    return LedgerRow(row.ledger_id, row.origin, keys, fmt)
                 if not create:
                     raise LookupError(f"no ledger with origin {origin!r} in {self.url.render_as_string(hide_password=True)}")
                 try:
@@ -354,45 +413,127 @@ class Store:
 
     # ---- sequencing -----------------------------------------------------------------------------
 
+    def _writer(self) -> Any:
+        """The DB-API connection appends run on: checked out of SQLAlchemy's pool once (so it gets
+        the same per-connection setup) and kept; each append is then a few plain ``execute`` calls."""
+        if self._raw is None:
+            self._raw = self.engine.raw_connection()
+        return self._raw.driver_connection
+
+    def _drop_writer(self, *, invalidate: bool) -> None:
+        raw, self._raw = self._raw, None
+        if raw is None:
+            return
+        try:
+            if invalidate:
+                raw.invalidate()
+            else:
+                raw.close()
+        except Exception:  # noqa: BLE001 - a broken connection is being thrown away anyway
+            pass
+
     def append(self, ledger_id: int, records: Sequence[PendingRecord]) -> AppendResult:
         """Sequence and store ``records`` in one transaction (see the module docstring).
 
         The inserts go straight to the driver as multi-row ``INSERT … VALUES`` statements (the hot
         path of every append): one statement per table and chunk, rather than one per row, which on
-        SQLite also means one GIL release per chunk instead of one per row.
+        SQLite also means one GIL release per chunk instead of one per row. A PostgreSQL connection
+        found dead before the commit was sent (server restart, failover, idle timeout) is replaced
+        and the transaction run once more; a failure during the commit is left to the caller, who
+        checks whether it landed.
         """
+        with self._lock():
+            problem = self.file_problem()
+            if problem is not None:
+                raise LedgerUnavailable(problem)
+            for attempt in (1, 2):
+                conn = self._writer()
+                stage: list[str] = []
+                try:
+                    result = self._append_txn(conn, ledger_id, records, stage)
+                    break
+                except BaseException as exc:
+                    self._rollback(conn)
+                    if attempt == 1 and not stage and self._disconnected(exc, conn):
+                        self._drop_writer(invalidate=True)
+                        continue
+                    raise
+            problem = self.file_problem()  # deleted during the commit: it went to an unlinked file
+            if problem is not None:
+                raise LedgerUnavailable(problem)
+        return result
+
+    def _append_txn(self, conn: Any, ledger_id: int, records: Sequence[PendingRecord], stage: list[str]) -> AppendResult:
         sql = self._sql
-        with self._lock(), self.write_conn() as conn, conn.begin():
-            st = conn.exec_driver_sql(sql["state"], (ledger_id,)).one()
-            size = int(st[0])
-            cr = CompactRange.decode(size, bytes(st[1]))
-            new_nodes: list[tuple[int, int, bytes]] = []
-            leaf_rows: list[tuple[Any, ...]] = []
-            payload_rows: list[tuple[Any, ...]] = []
-            append_leaf = cr.append
-            for seq, r in enumerate(records, start=size):
-                append_leaf(r.leaf_hash, new_nodes)
-                leaf_rows.append((ledger_id, seq, r.leaf_hash, r.envelope, r.kind, r.action_id, r.parent_id, r.session_id))
-                if r.body is not None:
-                    payload_rows.append((ledger_id, seq, r.salt, r.body))
-            self._insert(conn, "leaves", 8, leaf_rows)
-            self._insert(conn, "payloads", 4, payload_rows)
-            self._insert(conn, "nodes", 4, [(ledger_id, lv, ix, h) for lv, ix, h in new_nodes])
-            root = cr.root()
-            conn.exec_driver_sql(sql["update"], (cr.size, root, cr.encode(), ledger_id))
+        sqlite = self.dialect == "sqlite"
+        execute = conn.execute if sqlite else conn.cursor().execute
+        if sqlite:
+            execute("BEGIN IMMEDIATE")
+        st = execute(sql["state"], (ledger_id,)).fetchone()
+        if st is None:
+            raise LookupError(f"ledger {ledger_id} has no state row")
+        size = int(st[0])
+        cr = CompactRange.decode(size, bytes(st[1]))
+        new_nodes: list[tuple[int, int, bytes]] = []
+        leaf_rows: list[tuple[Any, ...]] = []
+        payload_rows: list[tuple[Any, ...]] = []
+        append_leaf = cr.append
+        for seq, r in enumerate(records, start=size):
+            append_leaf(r.leaf_hash, new_nodes)
+            leaf_rows.append((ledger_id, seq, r.leaf_hash, r.envelope, r.kind, r.action_id, r.parent_id, r.session_id))
+            if r.body is not None:
+                payload_rows.append((ledger_id, seq, r.salt, r.body))
+        self._insert(execute, "leaves", 8, leaf_rows)
+        self._insert(execute, "payloads", 4, payload_rows)
+        self._insert(execute, "nodes", 4, [(ledger_id, lv, ix, h) for lv, ix, h in new_nodes])
+        root = cr.root()
+        execute(sql["update"], (cr.size, root, cr.encode(), ledger_id))
+        stage.append("commit")  # from here a failure is ambiguous: never run again blindly
+        if sqlite:
+            execute("COMMIT")
+        else:
+            conn.commit()
         return AppendResult(size, cr.size, root)
+
+    def _rollback(self, conn: Any) -> None:
+        try:
+            if self.dialect == "sqlite":
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            else:
+                conn.rollback()
+        except Exception:  # noqa: BLE001 - the connection is unusable: a fresh one next time
+            self._drop_writer(invalidate=True)
+
+    def _disconnected(self, exc: BaseException, conn: Any) -> bool:
+        if self.dialect != "postgresql" or not isinstance(exc, Exception):
+            return False
+        try:
+            return bool(self.engine.dialect.is_disconnect(exc, conn, None)) or bool(getattr(conn, "closed", False))  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - cannot tell: not a disconnect
+            return False
 
     _CHUNKS = (256, 64, 16, 4, 1)  # few distinct statement shapes, so the driver's statement cache hits
 
-    def _insert(self, conn: Connection, table: str, width: int, rows: list[tuple[Any, ...]]) -> None:
-        p = self._sql["p"]
-        one = "(" + ", ".join([p] * width) + ")"
+    def _insert(self, execute: Callable[..., Any], table: str, width: int, rows: list[tuple[Any, ...]]) -> None:
+        n = len(rows)
+        if n == 1:  # the common case of a lone record: no flattening
+            execute(self._stmt(table, width, 1), rows[0])
+            return
         pos = 0
         for chunk in self._CHUNKS:
-            while len(rows) - pos >= chunk:
+            while n - pos >= chunk:
                 part = rows[pos : pos + chunk]
-                conn.exec_driver_sql(self._sql[table] + ", ".join([one] * chunk), tuple(v for row in part for v in row))
+                execute(self._stmt(table, width, chunk), tuple(v for row in part for v in row))
                 pos += chunk
+
+    def _stmt(self, table: str, width: int, chunk: int) -> str:
+        key = (table, chunk)
+        sql = self._stmts.get(key)
+        if sql is None:
+            one = "(" + ", ".join([self._sql["p"]] * width) + ")"
+            sql = self._stmts[key] = self._sql[table] + ", ".join([one] * chunk)
+        return sql
 
     def committed_at(self, ledger_id: int, first_seq_at_least: int, leaf_hashes: Sequence[bytes]) -> int | None:
         """Where a batch already sits in the log (after an ambiguous commit failure), or ``None``."""
@@ -424,9 +565,11 @@ class Store:
     def state(self, ledger_id: int, conn: Connection | None = None) -> StateRow:
         def run(c: Connection) -> StateRow:
             r = c.execute(
-                select(state_t.c.size, state_t.c.root, state_t.c.frontier).where(state_t.c.ledger_id == ledger_id)
+                select(state_t.c.size, state_t.c.root, state_t.c.frontier, state_t.c.format).where(
+                    state_t.c.ledger_id == ledger_id
+                )
             ).one()
-            return StateRow(int(r.size), bytes(r.root), bytes(r.frontier))
+            return StateRow(int(r.size), bytes(r.root), bytes(r.frontier), int(r.format))
 
         if conn is not None:
             return run(conn)
@@ -617,15 +760,50 @@ class Store:
         ).first()
         return (int(r.size), bytes(r.root), str(r.note)) if r else None
 
-    def insert_checkpoint(self, ledger_id: int, size: int, root: bytes, note: str) -> None:
+    def insert_checkpoint(self, ledger_id: int, size: int, root: bytes, note: str, *, after: int | None) -> bool:
+        """Store a signed checkpoint if the latest stored one is still at size ``after`` (``None``: none).
+
+        Returns ``False`` (and stores nothing) when another writer stored a checkpoint in between:
+        the caller re-reads and signs again, so checkpoint sequence numbers never fork.
+        """
         values = {"ledger_id": ledger_id, "size": size, "root": root, "note": note, "created_at": datetime.now(UTC)}
-        stmt = (
-            (sqlite_dialect.insert(checkpoints_t) if self.dialect == "sqlite" else pg_dialect.insert(checkpoints_t))
-            .values(**values)
-            .on_conflict_do_nothing()
-        )
         with self._lock(), self.write_conn() as conn, conn.begin():
-            conn.execute(stmt)
+            if self.dialect == "postgresql":  # the state row lock serializes checkpoint writers too
+                conn.execute(select(state_t.c.size).where(state_t.c.ledger_id == ledger_id).with_for_update())
+            latest = self.latest_checkpoint(ledger_id, conn)
+            if (latest[0] if latest else None) != after:
+                return False
+            conn.execute(insert(checkpoints_t).values(**values))
+        return True
+
+    def cosignatures(self, ledger_id: int, size: int, conn: Connection) -> list[str]:
+        """Witness signature lines stored for the checkpoint at ``size``."""
+        if not self._cosigs:
+            return []
+        rows = conn.execute(
+            select(cosignatures_t.c.line)
+            .where(cosignatures_t.c.ledger_id == ledger_id, cosignatures_t.c.size == size)
+            .order_by(cosignatures_t.c.key_name, cosignatures_t.c.key_id)
+        )
+        return [str(r.line) for r in rows]
+
+    def insert_cosignatures(self, ledger_id: int, size: int, lines: Sequence[tuple[str, bytes, str]]) -> int:
+        """Store ``(key name, key ID, signature line)`` rows for the checkpoint at ``size`` (known ones are kept)."""
+        if not lines:
+            return 0
+        rows = [
+            {"ledger_id": ledger_id, "size": size, "key_name": n, "key_id": k, "line": line, "created_at": datetime.now(UTC)}
+            for n, k, line in lines
+        ]
+        if not self._cosigs:  # a ledger from before witnessing, opened without create: add the table now
+            self.ensure_schema()
+            self._cosigs = True
+        stmt = (
+            sqlite_dialect.insert(cosignatures_t) if self.dialect == "sqlite" else pg_dialect.insert(cosignatures_t)
+        ).on_conflict_do_nothing()
+        with self._lock(), self.write_conn() as conn, conn.begin():
+            res = conn.execute(stmt, rows)
+        return int(res.rowcount or 0)
 
     # ---- erasure --------------------------------------------------------------------------------
 

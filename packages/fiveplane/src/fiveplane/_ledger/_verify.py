@@ -11,8 +11,17 @@ Checks, in one consistent read snapshot:
 5. the state row (size, root, frontier) equals what the leaves give;
 6. every stored checkpoint carries a valid signature from a trusted key, names this origin, and its
    root equals the recomputed root at its size (a rewritten history cannot match a signed root);
+   their sequence numbers (``fiveplane-checkpoint N``) run 1, 2, 3… without a gap, so a deleted
+   checkpoint row shows;
 7. optionally, a checkpoint saved earlier elsewhere (``against``): the ledger must contain its size
-   and reproduce its root — consistency, which also catches a restored older copy of the database.
+   and reproduce its root — consistency, which also catches a restored older copy of the database;
+8. **signed coverage**: every entry lies below a checkpoint signed by a trusted key whose root the
+   entries reproduce. Entries past the last such checkpoint — appended without the key, or after the
+   last checkpoint — are vouched for by nobody: with ``require_signed`` (``audit verify --key``) they,
+   and a ledger with no trusted checkpoint at all, fail the verification; otherwise they are a warning;
+9. optionally (``witness_keys``), the ``against`` checkpoint, or else the latest stored one, carries
+   valid ``cosignature/v1`` cosignatures from enough of the given witnesses;
+10. the state row's format is one this version knows.
 
 The report names the first bad sequence number and what is wrong with it.
 """
@@ -23,6 +32,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -30,7 +40,8 @@ from pydantic import BaseModel, Field
 from ._merkle import EMPTY_ROOT, CompactRange, ProofError, consistency_plan, fold_plan, verify_consistency
 from ._note import Checkpoint, NoteError, NoteVerifier
 from ._records import ENVELOPE_VERSION, SCHEMA, RecordKind, payload_digest
-from ._store import Store
+from ._store import FORMAT_VERSION, Store
+from ._witness import CosignatureVerifier, verify_cosignatures
 
 __all__ = ["Problem", "VerifyReport", "verify_store"]
 
@@ -44,7 +55,8 @@ class Problem(BaseModel):
     seq: int | None = None
     """The first entry concerned (``None`` when no single entry is, e.g. a bad signature)."""
     check: str
-    """``sequence`` | ``leaf`` | ``envelope`` | ``payload`` | ``node`` | ``state`` | ``checkpoint`` | ``against``."""
+    """``sequence`` | ``leaf`` | ``envelope`` | ``payload`` | ``node`` | ``state`` | ``checkpoint`` |
+    ``against`` | ``coverage`` | ``witness``."""
     detail: str
 
     def __str__(self) -> str:
@@ -69,9 +81,24 @@ class VerifyReport(BaseModel):
     nodes_checked: int = 0
     checkpoints_checked: int = 0
     latest_checkpoint: int | None = None
+    """Size of the latest stored checkpoint."""
+    latest_checkpoint_number: int | None = None
+    format: int | None = None
+    """The state row's format (this version knows format 1)."""
+    signed_size: int = 0
+    """Entries ``[0, signed_size)`` are covered by a checkpoint signed by a trusted key (or ``against``)."""
+    uncovered: int = 0
+    """Entries past ``signed_size``: nobody trusted vouches for them."""
+    uncovered_entries: list[dict[str, Any]] = Field(default_factory=list)
+    """The first uncovered entries: ``{"seq", "kind", "time"}``."""
+    require_signed: bool = False
+    """Whether uncovered entries (and no trusted checkpoint) failed the verification or only warned."""
     against: dict[str, Any] | None = None
+    witness: dict[str, Any] | None = None
+    """With witness keys: ``{"size", "cosigned_by": [{"key", "time"}], "required"}``."""
     keys: list[str] = Field(default_factory=list)
     problems: list[Problem] = Field(default_factory=list)
+    warnings: list[Problem] = Field(default_factory=list)
     truncated_problems: int = 0
     elapsed_s: float = 0.0
 
@@ -89,7 +116,8 @@ class VerifyReport(BaseModel):
 
     def summary(self) -> str:
         if self.ok:
-            return f"OK: {self.entries} entries, root {self.root[:16]}…, {self.checkpoints_checked} checkpoints verified"
+            warn = f" ({len(self.warnings)} warning(s): {self.warnings[0].detail})" if self.warnings else ""
+            return f"OK: {self.entries} entries, root {self.root[:16]}…, {self.checkpoints_checked} checkpoints verified{warn}"
         first = self.first_problem
         return f"FAILED: {len(self.problems) + self.truncated_problems} problem(s); first: {first}"
 
@@ -98,6 +126,9 @@ class _Collector:
     def __init__(self, report: VerifyReport, limit: int) -> None:
         self.report = report
         self.limit = limit
+
+    def warn(self, check: str, detail: str, seq: int | None = None) -> None:
+        self.report.warnings.append(Problem(seq=seq, check=check, detail=detail))
 
     def add(self, check: str, detail: str, seq: int | None = None) -> None:
         self.report.ok = False
@@ -116,10 +147,20 @@ def verify_store(
     against: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     max_problems: int = 200,
+    require_signed: bool = False,
+    witness_keys: Sequence[CosignatureVerifier] = (),
+    witnesses_required: int = 1,
+    grace: float = 0.0,
+    now: float | None = None,
 ) -> VerifyReport:
     """Run every check (see the module docstring) and return the report (never raises for a bad ledger)."""
     t0 = time.perf_counter()
-    report = VerifyReport(origin=origin, url=store.url.render_as_string(hide_password=True), keys=[str(k) for k in keys])
+    report = VerifyReport(
+        origin=origin,
+        url=store.url.render_as_string(hide_password=True),
+        keys=[str(k) for k in keys],
+        require_signed=require_signed,
+    )
     bad = _Collector(report, max_problems)
     conn = store.read_conn()
     if store.dialect == "postgresql":
@@ -127,6 +168,13 @@ def verify_store(
     with conn, conn.begin():
         st = store.state(ledger_id, conn)
         report.size = st.size
+        report.format = st.format
+        if st.format != FORMAT_VERSION:
+            bad.add(
+                "state",
+                f"unknown ledger format {st.format} in the state row (this version reads format {FORMAT_VERSION}): "
+                "the row was changed, or another version wrote this ledger",
+            )
         stored_cps = store.checkpoints(ledger_id, conn)
         max_seq = store.max_seq(ledger_id, conn)
         total = max(st.size, max_seq + 1)
@@ -232,11 +280,18 @@ def verify_store(
 
         # 6: stored checkpoints
         last_good = 0
+        signed = -1  # the largest size a trusted signature covers and the entries reproduce
+        next_number: int | None = None
+        prev_size = 0
         if stored_cps and not keys:
             bad.add("checkpoint", "no verifier key to check checkpoint signatures (pass --key)")
         for size, root, note in stored_cps:
             report.checkpoints_checked += 1
             report.latest_checkpoint = size
+            _check_number(note, size, prev_size, next_number, bad, report)
+            if report.latest_checkpoint_number is not None:
+                next_number = report.latest_checkpoint_number + 1
+            prev_size = size
             if keys:
                 try:
                     cp = Checkpoint.from_note(note, keys, origin=origin)
@@ -281,6 +336,8 @@ def verify_store(
                 )
             else:
                 last_good = size
+                if keys:
+                    signed = max(signed, size)
 
         # 7: an external checkpoint
         if ext is not None:
@@ -302,6 +359,7 @@ def verify_store(
                     )
                 else:
                     info["root_matches"] = True
+                    signed = max(signed, ext.size)
                     if ext.size > 0:
                         try:
                             plan = consistency_plan(ext.size, st.size) if ext.size < st.size else []
@@ -313,9 +371,146 @@ def verify_store(
                                 "against",
                                 f"no valid consistency proof from size {ext.size} to {st.size} from the stored tree: {exc}",
                             )
+        # 8: signed coverage
+        _check_coverage(store, ledger_id, conn, signed, rows_seen, bool(stored_cps), grace, now, bad, report)
+
+        # 9: witnesses
+        if witness_keys:
+            if ext is not None:
+                target: str | None = against
+                where = "the checkpoint given (--against)"
+            elif stored_cps:
+                target = stored_cps[-1][2] + "".join(store.cosignatures(ledger_id, stored_cps[-1][0], conn))
+                where = f"the latest stored checkpoint (size {stored_cps[-1][0]})"
+            else:
+                target, where = None, "no checkpoint"
+            _check_witnesses(target, where, witness_keys, witnesses_required, now, bad, report)
     report.elapsed_s = round(time.perf_counter() - t0, 3)
     report.problems.sort(key=lambda p: (p.seq is None, p.seq or 0))
     return report
+
+
+def _check_number(note: str, size: int, prev_size: int, expected: int | None, bad: _Collector, report: VerifyReport) -> None:
+    """Checkpoint sequence numbers run 1, 2, 3… in size order (earlier versions wrote none: those may
+    only come first)."""
+    try:
+        number = Checkpoint.parse_unverified(note).number
+    except NoteError:
+        return  # reported with the signature check
+    if number is None:
+        if expected is not None:
+            bad.add("checkpoint", f"the checkpoint at size {size} has no sequence number although earlier ones do")
+        return
+    want = expected or 1
+    if number > want:
+        missing = f"#{want}" if number == want + 1 else f"#{want}–#{number - 1}"
+        after = f"after size {prev_size} " if expected is not None else ""
+        bad.add(
+            "checkpoint",
+            f"checkpoint {missing} is missing: the stored checkpoints jump {after}to #{number} at size {size} "
+            "(checkpoint rows were deleted)",
+            prev_size if expected is not None else None,
+        )
+    elif number < want:
+        bad.add("checkpoint", f"the checkpoint at size {size} is #{number}, but #{want - 1} came before it")
+    report.latest_checkpoint_number = number
+
+
+def _check_coverage(
+    store: Store,
+    ledger_id: int,
+    conn: Any,
+    signed: int,
+    rows: int,
+    any_checkpoint: bool,
+    grace: float,
+    now: float | None,
+    bad: _Collector,
+    report: VerifyReport,
+) -> None:
+    report.signed_size = max(signed, 0)
+    if signed >= 0 and rows <= signed:
+        return
+    start = max(signed, 0)
+    report.uncovered = rows - start
+    cutoff = (time.time() if now is None else now) - grace
+    first_old: int | None = None
+    shown: list[str] = []
+    for row in store.iter_leaves(ledger_id, start, rows, conn=conn):
+        seq = int(row.seq)
+        when = _entry_time(bytes(row.envelope))
+        if first_old is None and (grace <= 0 or when is None or when < cutoff):
+            first_old = seq
+        if len(report.uncovered_entries) < 20:
+            report.uncovered_entries.append({"seq": seq, "kind": row.kind, "time": _iso(when)})
+            shown.append(f"{seq} {row.kind}")
+        elif first_old is not None:
+            break
+    names = ", ".join(shown) + (", …" if report.uncovered > len(shown) else "")
+    if signed < 0:
+        what = (
+            "the ledger has no checkpoint signed by a trusted key"
+            if any_checkpoint
+            else "the ledger has no signed checkpoint at all (a key-holding writer signs one at close)"
+        )
+        detail = f"{what}: none of its {rows} entries is vouched for" + (f" ({names})" if rows else "")
+    else:
+        span = f"entry {start} is" if report.uncovered == 1 else f"entries {start}–{rows - 1} are"
+        covers = f"they cover entries 0–{signed - 1}" if signed else "the only one is of the empty tree"
+        detail = (
+            f"{span} not covered by any checkpoint signed by a trusted key ({covers}): {names} "
+            "— appended without the signing key, or since the last checkpoint"
+        )
+    if not report.require_signed or (first_old is None and rows > start):
+        if report.require_signed:
+            detail += f" (all recorded within the last {grace:g}s: allowed by the grace)"
+        bad.warn("coverage", detail, start if rows > start else None)
+    elif any(p.seq is not None for p in report.problems):  # altered or missing entries already explain it
+        bad.add("coverage", f"{detail} (a consequence of the problems above)")
+    else:
+        bad.add("coverage", detail, first_old if first_old is not None else None)
+
+
+def _entry_time(envelope: bytes) -> float | None:
+    try:
+        t = json.loads(envelope[1:]).get("time")
+        return datetime.fromisoformat(str(t).replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _check_witnesses(
+    note: str | None,
+    where: str,
+    witnesses: Sequence[CosignatureVerifier],
+    required: int,
+    now: float | None,
+    bad: _Collector,
+    report: VerifyReport,
+) -> None:
+    info: dict[str, Any] = {"where": where, "required": required, "cosigned_by": []}
+    report.witness = info
+    if note is None:
+        bad.add("witness", "no checkpoint to check witness cosignatures on")
+        return
+    try:
+        cp = Checkpoint.parse_unverified(note)
+        good = verify_cosignatures(note, witnesses, now=now)
+    except NoteError as exc:
+        bad.add("witness", f"{where}: {exc}")
+        return
+    info["size"] = cp.size
+    info["cosigned_by"] = [{"key": str(w), "time": _iso(float(ts))} for w, ts in good]
+    if len(good) < required:
+        names = ", ".join(w.name for w in witnesses)
+        bad.add(
+            "witness",
+            f"{where} carries {len(good)} valid cosignature(s) from the witness key(s) given ({names}); {required} required",
+        )
 
 
 def _check_envelope(envelope: bytes, row: Any, origin: str, seq: int, bad: _Collector) -> dict[str, Any] | None:
