@@ -53,3 +53,24 @@ def test_shipped_packs_require_evidence() -> None:
         if pack.name.endswith(".tests.yaml"):
             continue
         assert load_policy(pack).evidence == "required", pack
+
+
+def test_a_required_pack_makes_the_ledger_write_every_record_before_the_step_goes_on(tmp_path: Path) -> None:
+    from fiveplane import open_ledger
+
+    led = open_ledger(f"sqlite:///{tmp_path / 'l.db'}", origin="test.local/required")
+    try:
+        assert led.required is False
+        Governor(_pack(tmp_path, "best_effort"), evidence=led)
+        assert led.required is False
+        Governor(_pack(tmp_path, None), evidence=led)
+        assert led.required is True
+        (tmp_path / "l.db").unlink()  # the ledger disappears: a read is blocked, nothing runs unrecorded
+        gov = Governor(_pack(tmp_path, None), evidence=led)
+        d = gov.decide(call("e-4", "notes.read"))
+        assert d.verdict is Verdict.BLOCK and d.rule_ids == ("evidence.error",)
+    finally:
+        try:
+            led.close()
+        except Exception:
+            pass

@@ -150,6 +150,10 @@ class Governor:
         if getattr(self.sessions, "record", False) is None and callable(getattr(evidence, "record", None)):
             self.sessions.record = evidence.record  # type: ignore[attr-defined, union-attr]  # evictions become evidence
         self.evidence = evidence
+        if self.policy.evidence == "required" and getattr(evidence, "required", None) is False:
+            # the pack requires evidence: every record is durable before the step goes on, so a
+            # ledger that cannot write blocks every class, not only the durable ones
+            evidence.required = True  # type: ignore[union-attr]
         self.redact = redact
         self.durable_classes = durable_classes
         self.approvals = approvals
