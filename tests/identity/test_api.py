@@ -9,7 +9,6 @@ import pytest
 MODULES = [
     "fiveplane._identity",
     "fiveplane._identity._authority",
-    "fiveplane._identity._datalog",
     "fiveplane._identity._db",
     "fiveplane._identity._grants",
     "fiveplane._identity._keys",
