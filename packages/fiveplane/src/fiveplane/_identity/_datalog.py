@@ -4,11 +4,11 @@ biscuit-python binds each ``{parameter}`` of a snippet at a cost of about 1.5 µ
 a token block takes to build or an authorizer to set up; parsing a literal costs a tenth of that.
 So a value goes into the source as a literal only when it cannot change what the snippet says:
 
-- a string made only of ``A-Z a-z 0-9`` and `` _.:/@+=*,~#-`` (no quote, backslash, brace,
-  parenthesis, semicolon, control or non-ASCII character) cannot leave its double quotes;
+- a string made only of ASCII letters, digits, spaces and ``_.:/@+=*,~#-`` (no quote, backslash,
+  brace, parenthesis, semicolon, control or non-ASCII character) cannot leave its double quotes;
 - a date is written by us in RFC 3339 form (UTC, whole seconds — what binding a ``datetime``
   gives too: biscuit dates have one-second resolution and binding truncates);
-- an integer is its decimal digits.
+- an integer (a principal's position in the chain) is its decimal digits.
 
 Anything else (quotes, backslashes, newlines, Unicode, sets) stays a bound parameter, exactly as
 before, so no value can inject Datalog. ``tests/identity/test_datalog.py`` checks that both forms
@@ -48,10 +48,10 @@ class Source:
 
     def text(self, name: str, value: str) -> str:
         """The literal for ``value`` if safe, else ``{name}`` with the value bound as a parameter."""
-        if _SAFE_TEXT.fullmatch(value) is not None:
-            return f'"{value}"'
-        self.params[name] = value
-        return "{" + name + "}"
+        literal = text_literal(value)
+        if literal is not None:
+            return literal
+        return self.bind(name, value)
 
     def bind(self, name: str, value: Any) -> str:
         """Always a bound parameter (sets, and anything not covered above)."""
