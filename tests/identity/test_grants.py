@@ -208,6 +208,37 @@ def test_index_lookup_by_id_role_and_scan() -> None:
     assert sorted(g.id for g in idx.for_link(chain, 0)) == ["by-claim", "by-glob", "by-id", "by-role"]
 
 
+_ids = st.text(alphabet=st.sampled_from(list("ab-")), min_size=1, max_size=4)
+_selectors = st.one_of(
+    _ids.map(lambda i: f"user:{i}"),
+    st.text(alphabet=st.sampled_from(list("ab-*")), min_size=1, max_size=4).map(lambda g: f"user:{g}"),
+    st.sampled_from(["role:r1", "claim:dept=a", "agent:a*", "subagent:b*", "subagent:*@a", "agent:*"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    selectors=st.lists(_selectors, min_size=1, max_size=12),
+    links=st.lists(st.tuples(st.sampled_from([U, A]), _ids, st.booleans()), min_size=1, max_size=4),
+)
+def test_index_lookup_is_the_brute_force_match_every_time(
+    selectors: list[str], links: list[tuple[PrincipalKind, str, bool]]
+) -> None:
+    """The index (and what it remembers per link id) finds exactly the grants whose selector matches."""
+    from fiveplane._identity import Grant, GrantIndex
+
+    grants = [Grant(spec(f"g{i}", sel)) for i, sel in enumerate(selectors)]
+    idx = GrantIndex(grants)
+    chain = tuple(
+        Principal(kind=k, id=i, roles=("r1",) if flag else (), claims={"dept": "a"} if flag and k is U else {})
+        for k, i, flag in links
+    )
+    for _ in range(2):  # the second lookup answers from what the first remembered
+        for n in range(len(chain)):
+            want = sorted(g.id for g in grants if g.spec.principal.matches(chain, n))
+            assert sorted(g.id for g in idx.for_link(chain, n)) == want
+
+
 # ---- glob coverage (delegation subset check) -----------------------------------------------------
 
 _alphabet = st.sampled_from(list("ab/-*"))

@@ -371,3 +371,41 @@ def test_subagent_token_from_the_service_is_attenuated(service: TokenService, cl
     assert v.verify(cap, **READ_REQ).principal == ("user:rep-1", "agent:sales-assistant", "agent:helper")
     with pytest.raises(IdentityError, match="excludes the action"):
         mint(service, attenuations=[Attenuation(operations=(M,))])
+
+
+def test_one_verifier_serves_many_threads(service: TokenService) -> None:
+    """A verifier (its limits built once) is shared by worker threads, as ``averify`` does."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    v = verifier(service)
+    good = [mint(service, action_id=f"a{i}") for i in range(8)]
+    revoked = mint(service, session_id="gone")
+    service.revoke_session("gone")
+
+    def check(i: int) -> tuple[str, str]:
+        got = v.verify(good[i % 8], **READ_REQ).token_id
+        return got, denied(v, revoked, **READ_REQ)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(check, range(200)))
+    assert results == [(good[i % 8].id, "revoked") for i in range(200)]
+
+    async def many() -> list[str]:
+        return [c.token_id for c in await asyncio.gather(*(v.averify(c, **READ_REQ) for c in good))]
+
+    assert asyncio.run(many()) == [c.id for c in good]
+
+
+def test_a_far_past_or_far_zoned_expiry_still_narrows(service: TokenService, clock: Clock) -> None:
+    from datetime import UTC, datetime, timezone
+
+    v = verifier(service)
+    cap = mint(service)
+    past = attenuate(cap, Attenuation(expires_at=datetime(2000, 1, 1, tzinfo=UTC)))
+    assert denied(v, past, **READ_REQ) == "expired"
+    zoned = clock.now.astimezone(timezone(timedelta(hours=5, minutes=30))) + timedelta(seconds=5)
+    soon = attenuate(cap, Attenuation(expires_at=zoned))
+    assert soon.expires_at == clock.now + timedelta(seconds=5) and v.verify(soon, **READ_REQ).blocks == 2
+    clock.advance(6)
+    assert denied(v, soon, **READ_REQ) == "expired"

@@ -34,6 +34,10 @@ def _hash(spec: GrantSpec) -> str:
     return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
 
+_SCAN_CACHE = 10_000
+"""How many link ids an index remembers the scanned selectors of (then it scans again)."""
+
+
 class GrantIndex:
     """Active (unrevoked) grants indexed by principal, for evaluation without a database round trip.
 
@@ -46,6 +50,8 @@ class GrantIndex:
         self._by_id: dict[tuple[PrincipalKind, str], list[Grant]] = {}
         self._by_role: dict[tuple[PrincipalKind, str], list[Grant]] = {}
         self._scan: dict[PrincipalKind, list[Grant]] = {}
+        self._scanned: dict[tuple[PrincipalKind, str], list[Grant]] = {}
+        """Per link id: the scanned grants whose id glob matches it (the index never changes, so neither does this)."""
         for g in items:
             if g.revoked_at is not None:
                 continue
@@ -69,8 +75,19 @@ class GrantIndex:
         found.extend(self._by_id.get((link.kind, link.id), ()))
         for role in link.roles:
             found.extend(self._by_role.get((link.kind, role), ()))
-        found.extend(self._scan.get(link.kind, ()))
+        found.extend(self._scan_for(link.kind, link.id))
         return [g for g in found if g.spec.principal.matches(chain, index)]
+
+    def _scan_for(self, kind: PrincipalKind, link_id: str) -> list[Grant]:
+        """The glob / role-less / claim selectors of ``kind`` that can match ``link_id`` (the rest of the
+        selector — roles, claims, delegation — is still checked by ``matches``)."""
+        key = (kind, link_id)
+        hit = self._scanned.get(key)
+        if hit is None:
+            hit = [g for g in self._scan.get(kind, ()) if g.spec.principal.id_matches(link_id)]
+            if len(self._scanned) < _SCAN_CACHE:
+                self._scanned[key] = hit
+        return hit
 
 
 @dataclass

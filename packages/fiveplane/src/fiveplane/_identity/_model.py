@@ -120,12 +120,16 @@ class PrincipalSelector(BaseModel):
             return self.id
         return None
 
+    def id_matches(self, link_id: str) -> bool:
+        """Does the selector's id (glob) admit ``link_id``? (No id admits every one.)"""
+        return self.id is None or _glob(self.id).matches(link_id)
+
     def matches(self, chain: Sequence[Principal], index: int) -> bool:
         """Does the selector match link ``index`` of ``chain``?"""
         link = chain[index]
         if link.kind is not self.kind:
             return False
-        if self.id is not None and not _glob(self.id).matches(link.id):
+        if not self.id_matches(link.id):
             return False
         if self.role is not None and self.role not in link.roles:
             return False

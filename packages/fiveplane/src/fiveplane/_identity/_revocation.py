@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 
 from ._db import capabilities, create_tables, make_engine
 
@@ -64,6 +64,14 @@ class RevocationStore(Protocol):
         ...
 
 
+# Built once: constructing a statement costs more than SQLite takes to run it (the hot path checks
+# revocation on every verification and records it on every mint).
+_INSERT = insert(capabilities)
+_STATUS = select(capabilities.c.revocation_id, capabilities.c.revoked_at).where(
+    capabilities.c.revocation_id.in_(bindparam("ids", expanding=True))
+)
+
+
 class SqlRevocationStore:
     """Revocation ids in the database (the same one as the grants and, by default, the ledger)."""
 
@@ -77,7 +85,7 @@ class SqlRevocationStore:
             return
         with self.engine.begin() as conn:
             conn.execute(
-                insert(capabilities),
+                _INSERT,
                 [
                     {
                         "revocation_id": r.revocation_id,
@@ -99,9 +107,7 @@ class SqlRevocationStore:
         if not ids:
             return RevocationStatus(frozenset(), frozenset())
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(capabilities.c.revocation_id, capabilities.c.revoked_at).where(capabilities.c.revocation_id.in_(ids))
-            ).all()
+            rows = conn.execute(_STATUS, {"ids": ids}).all()
         return RevocationStatus(frozenset(r[0] for r in rows), frozenset(r[0] for r in rows if r[1] is not None))
 
     def revoke_session(self, session_id: str, *, reason: str) -> list[str]:

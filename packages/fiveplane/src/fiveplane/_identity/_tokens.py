@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from biscuit_auth import Biscuit, BiscuitBuilder, BlockBuilder, KeyPair, PublicKey
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._actions import ActionClass, Principal, PrincipalKind
 from .._evidence import digest_value
+from ._datalog import Source, date_literal
 from ._db import Recorder
 from ._model import IdentityError
 from ._revocation import RevocationStore, TokenRecord
@@ -94,11 +96,16 @@ class Attenuation:
             raise ValueError("attenuation expires_at needs a time zone")
 
     def block(self) -> BlockBuilder:
+        source, params = self._source
+        return BlockBuilder(source, params)
+
+    @cached_property
+    def _source(self) -> tuple[str, dict[str, Any] | None]:
+        """The block's Datalog and parameters, written once per attenuation (it is frozen)."""
+        src = Source()
         lines: list[str] = []
-        params: dict[str, Any] = {}
         if self.expires_at is not None:
-            lines.append("check if time($t), $t <= {exp};")
-            params["exp"] = _floor(self.expires_at)
+            lines.append(f"check if time($t), $t <= {date_literal(_floor(self.expires_at))};")
         # one allowed value: an exact check (cheaper to parse and to evaluate than a set)
         for fact, key, values in (
             ("operation", "ops", None if self.operations is None else [o.value for o in self.operations]),
@@ -108,20 +115,15 @@ class Attenuation:
             if values is None:
                 continue
             if len(values) == 1:
-                lines.append(f"check if {fact}({{{key}}});")
-                params[key] = values[0]
+                lines.append(f"check if {fact}({src.text(key, values[0])});")
             else:
-                lines.append(f"check if {fact}($v), {{{key}}}.contains($v);")
-                params[key] = set(values)
+                lines.append(f"check if {fact}($v), {src.bind(key, set(values))}.contains($v);")
         if self.resource_prefixes is not None:
-            alts = []
-            for i, p in enumerate(self.resource_prefixes):
-                alts.append(f"resource($r), $r.starts_with({{rp{i}}})")
-                params[f"rp{i}"] = p
+            alts = [f"resource($r), $r.starts_with({src.text(f'rp{i}', p)})" for i, p in enumerate(self.resource_prefixes)]
             lines.append(f"check if {' or '.join(alts)};")
         if not lines:
             lines.append("check if true;")
-        return BlockBuilder("\n".join(lines), params)
+        return "\n".join(lines), src.args()
 
     def evidence(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -141,9 +143,10 @@ class Attenuation:
 
     def narrowed(self, scope: TokenScope) -> TokenScope:
         exp = scope.expires_at if self.expires_at is None else min(scope.expires_at, _floor(self.expires_at))
-        data = dict(scope.__dict__)
-        data.update(expires_at=exp, blocks=scope.blocks + 1, attenuations=(*scope.attenuations, self.evidence()))
-        return TokenScope.model_construct(**data)  # already-validated values, only narrowed
+        # already-validated values, only narrowed
+        return scope.model_copy(
+            update={"expires_at": exp, "blocks": scope.blocks + 1, "attenuations": (*scope.attenuations, self.evidence())}
+        )
 
     def admits(self, scope: TokenScope) -> bool:
         """Would the token still authorize its own action after this block (else it is useless)?"""
@@ -217,11 +220,6 @@ def attenuate_token(token: str, attenuation: Attenuation, *, public_key: PublicK
 
 _KIND_LITERAL = {k: k.value for k in PrincipalKind if k.value.isalpha() and k.value.islower()}
 
-_ROOT = """token({token_id}, {session}, {action}, {exp});
-right({tool}, {connector}, {operation}, {resource});
-check if time($t), $t <= {exp};
-"""
-
 
 class TokenService:
     """Mints, attenuates and revokes capability tokens with one root key.
@@ -282,28 +280,22 @@ class TokenService:
         if exp <= now:
             raise IdentityError(f"the chain's authority ends at {exp.isoformat()}, before a token could be used")
         token_id = os.urandom(16).hex()
-        lines = [_ROOT]
-        params: dict[str, Any] = {
-            "token_id": token_id,
-            "session": session_id or "",
-            "action": action_id or "",
-            "tool": tool,
-            "connector": connector or "",
-            "operation": operation.value,
-            "resource": resource or "",
-            "exp": exp,
-        }
+        src = Source()
+        expiry = date_literal(exp)
+        lines = [
+            f'token("{token_id}", {src.text("session", session_id or "")}, {src.text("action", action_id or "")}, {expiry});',
+            f"right({src.text('tool', tool)}, {src.text('connector', connector or '')}, "
+            f'"{operation.value}", {src.text("resource", resource or "")});',
+            f"check if time($t), $t <= {expiry};",
+        ]
         for i, link in enumerate(chain):
-            # the kind is a closed enum of lowercase words, safe to inline (saves parameter binding);
-            # the id is user data and always a bound parameter
-            lines.append(f'principal({i}, "{_KIND_LITERAL[link.kind]}", {{p{i}}});')
-            params[f"p{i}"] = link.id
+            # the kind is a closed enum of lowercase words; the id is user data (inlined only if safe)
+            lines.append(f'principal({i}, "{_KIND_LITERAL[link.kind]}", {src.text(f"p{i}", link.id)});')
         if bind_arguments:
             if arguments is None:
                 raise IdentityError(f"the policy binds {tool}'s arguments into its token, but none were given")
-            lines.append("check if arguments_digest({args});")
-            params["args"] = arguments_digest(arguments)
-        biscuit = BiscuitBuilder("\n".join(lines), params).build(self._root.private_key)
+            lines.append(f"check if arguments_digest({src.text('args', arguments_digest(arguments))});")
+        biscuit = BiscuitBuilder("\n".join(lines), src.args()).build(self._root.private_key)
         scope = TokenScope(
             token_id=token_id,
             principal=tuple(f"{p.kind.value}:{p.id}" for p in chain),

@@ -21,10 +21,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from biscuit_auth import AuthorizationError, AuthorizerBuilder, Biscuit, Fact, PublicKey, Rule
+from biscuit_auth import AuthorizationError, AuthorizerBuilder, Biscuit, PublicKey, Rule
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._actions import ActionClass
+from ._datalog import Source, date_literal
 from ._keys import load_public_key
 from ._revocation import RevocationStore
 from ._tokens import Capability, arguments_digest
@@ -69,19 +70,8 @@ class VerifiedCapability:
     revocation_ids: tuple[str, ...]
 
 
-_AUTHZ = """tool({tool});
-operation({op});
-resource({res});
-allow if right({tool}, $c, {op}, {res});
-"""
-_AUTHZ_CONNECTOR = """tool({tool});
-operation({op});
-resource({res});
-connector({conn});
-allow if right({tool}, {conn}, {op}, {res});
-"""
-_INFO = Rule("info($id, $s, $a, $e) <- token($id, $s, $a, $e)")
-_CHAIN = Rule("chain($i, $k, $p) <- principal($i, $k, $p)")
+_CAPABILITY = Rule("capability($id, $s, $a, $e, $i, $k, $p) <- token($id, $s, $a, $e), principal($i, $k, $p)")
+"""The authority block's token and chain facts in one query (facts of later blocks are not trusted)."""
 
 
 class CapabilityVerifier:
@@ -110,6 +100,11 @@ class CapabilityVerifier:
         self.require_known = require_known and revocations is not None
         self.limits = limits or AuthorizerLimits()
         self.clock = clock
+        lim = AuthorizerBuilder().limits()  # type: ignore[attr-defined]
+        lim.max_time = timedelta(milliseconds=self.limits.max_time_ms)
+        lim.max_facts = self.limits.max_facts
+        lim.max_iterations = self.limits.max_iterations
+        self._limits = lim
 
     def verify(
         self,
@@ -134,23 +129,28 @@ class CapabilityVerifier:
             raise CapabilityDenied(
                 "invalid", "the token does not verify against the root key (tampered, truncated or from another issuer)"
             ) from None
-        params: dict[str, Any] = {"tool": tool, "op": op, "res": resource or ""}
+        src = Source()
+        t, r = src.text("tool", tool), src.text("res", resource or "")
+        lines = [
+            f"tool({t});",
+            f'operation("{op}");',
+            f"resource({r});",
+            f"time({date_literal(self.clock())});",
+        ]
         if connector is not None:
-            params["conn"] = connector
+            c = src.text("conn", connector)
+            lines.append(f"connector({c});")
+            lines.append(f'allow if right({t}, {c}, "{op}", {r});')
+        else:
+            lines.append(f'allow if right({t}, $c, "{op}", {r});')
+        if arguments is not None:
+            lines.append(f"arguments_digest({src.text('d', arguments_digest(arguments))});")
         try:
-            builder = AuthorizerBuilder(_AUTHZ_CONNECTOR if connector is not None else _AUTHZ, params)
-            builder.add_fact(Fact("time({now})", {"now": self.clock().astimezone(UTC)}))
-            if arguments is not None:
-                builder.add_fact(Fact("arguments_digest({d})", {"d": arguments_digest(arguments)}))
-            lim = builder.limits()  # type: ignore[attr-defined]
-            lim.max_time = timedelta(milliseconds=self.limits.max_time_ms)
-            lim.max_facts = self.limits.max_facts
-            lim.max_iterations = self.limits.max_iterations
-            builder.set_limits(lim)  # type: ignore[attr-defined]
+            builder = AuthorizerBuilder("\n".join(lines), src.args())
+            builder.set_limits(self._limits)  # type: ignore[attr-defined]
             authorizer = builder.build(biscuit)
             authorizer.authorize()
-            info = authorizer.query(_INFO)
-            chain = authorizer.query(_CHAIN)
+            rows = authorizer.query(_CAPABILITY)
         except AuthorizationError as exc:
             raise _denied(str(exc), tool, op, resource, arguments is not None) from None
         except Exception as exc:  # noqa: BLE001 - any other authorizer failure denies
@@ -165,10 +165,11 @@ class CapabilityVerifier:
                 raise CapabilityDenied("revoked", "the token has been revoked (its session or task ended, or it was revoked)")
             if self.require_known and ids[0] not in status.known:
                 raise CapabilityDenied("unknown", "the token was never recorded by this deployment's issuer")
-        if len(info) != 1:
+        terms = [f.terms for f in rows]
+        if not terms or len({tuple(x[:4]) for x in terms}) != 1:
             raise CapabilityDenied("invalid", "the token's authority block is not a fiveplane capability")
-        token_id, session, action, expires = info[0].terms
-        links = sorted((int(t[0]), f"{t[1]}:{t[2]}") for t in (f.terms for f in chain))
+        token_id, session, action, expires = terms[0][:4]
+        links = sorted((int(x[4]), f"{x[5]}:{x[6]}") for x in terms)
         return VerifiedCapability(
             token_id=str(token_id),
             principal=tuple(x for _, x in links),

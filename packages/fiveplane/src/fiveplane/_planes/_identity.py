@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,7 +50,7 @@ from .._identity._authority import (
     is_subagent,
 )
 from .._identity._db import Recorder, default_database_url, make_engine
-from .._identity._grants import GrantStore
+from .._identity._grants import GrantIndex, GrantStore
 from .._identity._keys import load_root_key
 from .._identity._model import GrantSpec, IdentityError
 from .._identity._oidc import OidcConfig, OidcMapper
@@ -229,6 +230,7 @@ class IdentityPlane(BasePlane):
         self.sync_policy_grants = sync_policy_grants
         self._states: dict[str, _State] = {}
         self._lock = threading.Lock()
+        self._judged = _JudgedCalls()
 
     # ---- set-up ----------------------------------------------------------------------------
 
@@ -327,8 +329,8 @@ class IdentityPlane(BasePlane):
         return await asyncio.to_thread(self.evaluate, action, ctx)
 
     def _authority(
-        self, action: Action, ctx: PlaneContext, state: _State, arguments: Mapping[str, Any]
-    ) -> tuple[Authority, str | None]:
+        self, action: Action, ctx: PlaneContext, state: _State, arguments: Mapping[str, Any], index: GrantIndex | None = None
+    ) -> _Judged:
         if action.action_class is None:
             raise IdentityError(f"{action.tool} has no action class (not in the policy's catalog), so no grant can cover it")
         resource = state.resource_for(action.tool, arguments)
@@ -340,15 +342,17 @@ class IdentityPlane(BasePlane):
             resource=resource,
             variables=_variables(action, arguments, resource, ctx.now),
         )
+        index = state.store.index() if index is None else index
+        book = ctx.session_value(_DELEGATIONS)
         auth = authorize(
-            state.store.index(),
+            index,
             req,
             ctx.now,
             kinds=state.kinds,
-            delegations=_delegations(ctx),
+            delegations=_delegations_of(book),
             require_delegation=state.config.require_delegation,
         )
-        return auth, resource
+        return _Judged(action, ctx, index, book, auth, resource)
 
     def _judge_call(self, action: Action, ctx: PlaneContext, state: _State, result: PlaneResult) -> None:
         if state.config.tokens and self._ensure_tokens(state) is None:
@@ -360,7 +364,10 @@ class IdentityPlane(BasePlane):
                 rule_id="identity.no_root_key",
             )
             return
-        auth, resource = self._authority(action, ctx, state, action.arguments)
+        judged = self._authority(action, ctx, state, action.arguments)
+        auth, resource = judged.auth, judged.resource
+        if auth.allowed:
+            self._judged.put(action.action_id, judged)
         if not auth.checked:
             result.add(
                 "no_principal",
@@ -472,6 +479,7 @@ class IdentityPlane(BasePlane):
     # ---- after the decision ------------------------------------------------------------------
 
     def on_decision(self, action: Action, decision: Decision, ctx: PlaneContext) -> list[Obligation]:
+        judged = self._judged.pop(action.action_id) if action.point is MediationPoint.TOOL_CALL else None
         if not decision.verdict.proceeds or action.point not in (MediationPoint.TOOL_CALL, MediationPoint.DELEGATION):
             return []
         state = self._state(ctx)
@@ -479,7 +487,7 @@ class IdentityPlane(BasePlane):
             return [self._record_delegation(action, ctx, state)]
         if not state.config.tokens:
             return []
-        cap = self._mint(action, decision, ctx, state)
+        cap = self._mint(action, decision, ctx, state, judged)
         self.vault.put(action.action_id, cap)
         return [
             Obligation(
@@ -490,12 +498,18 @@ class IdentityPlane(BasePlane):
     async def aon_decision(self, action: Action, decision: Decision, ctx: PlaneContext) -> list[Obligation]:
         return await asyncio.to_thread(self.on_decision, action, decision, ctx)
 
-    def _mint(self, action: Action, decision: Decision, ctx: PlaneContext, state: _State) -> Capability:
+    def _mint(
+        self, action: Action, decision: Decision, ctx: PlaneContext, state: _State, judged: _Judged | None = None
+    ) -> Capability:
         if state.tokens is None:
             raise IdentityError(state.key_error or "no token service")
         arguments = decision.modified_arguments if decision.modified_arguments is not None else action.arguments
-        # Re-check against the arguments the tool will receive and the grants as they are now.
-        auth, resource = self._authority(action, ctx, state, arguments)
+        # Re-check against the arguments the tool will receive and the grants as they are now, unless
+        # this decision's evaluation already judged exactly that (same inputs: the same answer).
+        index = state.store.index()
+        if judged is None or not judged.holds(action, ctx, index, decision.modified_arguments is None):
+            judged = self._authority(action, ctx, state, arguments, index)
+        auth, resource = judged.auth, judged.resource
         if not auth.allowed:
             first = auth.denials[0].message if auth.denials else "no link holds grants"
             raise IdentityError(f"authority changed before the token was minted: {first}")
@@ -601,8 +615,59 @@ class IdentityPlane(BasePlane):
 
 
 def _delegations(ctx: PlaneContext) -> list[Delegation]:
-    book = ctx.session_value(_DELEGATIONS)
+    return _delegations_of(ctx.session_value(_DELEGATIONS))
+
+
+def _delegations_of(book: Any) -> list[Delegation]:
     return [Delegation.from_json(d) for d in book] if isinstance(book, list) else []
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """A tool call's authority as evaluated, with everything the answer depends on."""
+
+    action: Action
+    ctx: PlaneContext
+    index: GrantIndex
+    """The grants it was evaluated against (a new index object whenever grants change)."""
+    book: Any
+    """The session's delegations as read (the very object: any change stages a new one)."""
+    auth: Authority
+    resource: str | None
+
+    def holds(self, action: Action, ctx: PlaneContext, index: GrantIndex, same_arguments: bool) -> bool:
+        """Would evaluating again give this answer? Same action, decision context (so the same
+        time, pack and session), arguments, grants and delegations: authorization is a pure function
+        of those (grant conditions are CEL over them)."""
+        return (
+            same_arguments
+            and self.action is action
+            and self.ctx is ctx
+            and self.index is index
+            and self.book is ctx.session_value(_DELEGATIONS)
+        )
+
+
+class _JudgedCalls:
+    """Evaluations waiting for their decision's ``on_decision`` (bounded: one that never comes is dropped)."""
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, _Judged] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, action_id: str, judged: _Judged) -> None:
+        with self._lock:
+            self._items[action_id] = judged
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def pop(self, action_id: str) -> _Judged | None:
+        with self._lock:
+            return self._items.pop(action_id, None)
 
 
 def _narrowing(decision: Decision, now: datetime) -> list[Attenuation]:
