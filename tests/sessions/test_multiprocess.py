@@ -191,3 +191,36 @@ def test_two_governors_in_one_process_share_the_session(db_url: str) -> None:
     assert a.decide(_call(session, "crm.get_account_notes", account_id="ACC-1")).verdict is Verdict.ALLOW
     d = b.decide(_call(session, "contracts.update_status", contract_id="C-7", status="cancelled"))
     assert d.verdict is Verdict.BLOCK and d.rule_ids == ("contracts.no-cancel-after-crm-notes",)
+
+
+def _open_stores(url: str, barrier: object) -> None:
+    barrier.wait(timeout=60)  # type: ignore[attr-defined]
+    SqlSessionStore(url)
+    ApprovalStore(url)
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_workers_starting_at_once_on_a_fresh_database_create_the_tables_once(backend: str, tmp_path: Path, round_: int) -> None:
+    """Several workers creating every table of a fresh database at the same instant: none fails."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fresh.db'}"
+        schema = None
+    else:
+        from tests.ledger.conftest import pg_url_or_skip
+
+        base = pg_url_or_skip()
+        schema = f"fresh_{uuid.uuid4().hex[:10]}"
+        with sa.create_engine(base, isolation_level="AUTOCOMMIT").connect() as c:
+            c.execute(sa.text(f"CREATE SCHEMA {schema}"))
+        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    barrier = CTX.Barrier(4)
+    procs = [CTX.Process(target=_open_stores, args=(url, barrier)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Column, Engine, Index, MetaData, String, Table, Text, and_, func, insert, select, update
 
 from ._actions import Action, Principal, PrincipalKind
-from ._db import UTCDateTime, make_engine
+from ._db import UTCDateTime, create_tables, make_engine
 
 __all__ = ["ApprovalError", "ApprovalRequest", "ApprovalStatus", "ApprovalStore", "approver"]
 
@@ -144,7 +144,7 @@ class ApprovalStore:
         self._on_filed: list[Callable[[ApprovalRequest], None]] = []
         self.redact_reason: Callable[[str, ApprovalRequest], str] | None = None
         """Redacts an approver's reason before it is stored or recorded (a Governor wires its data plane)."""
-        _meta.create_all(self.engine, checkfirst=True)
+        create_tables(_meta, self.engine)
 
     def _emit(self, kind: str, req: ApprovalRequest) -> None:
         if self.record is not None:

@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Engine, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["DATABASE_ENV", "DEFAULT_DATABASE_URL", "UTCDateTime", "default_database_url", "make_engine"]
+__all__ = ["DATABASE_ENV", "DEFAULT_DATABASE_URL", "UTCDateTime", "create_tables", "default_database_url", "make_engine"]
 
 DATABASE_ENV = "FIVEPLANE_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///.fiveplane/fiveplane.db"
@@ -86,3 +87,25 @@ def make_engine(url: str | Engine | None = None, *, immediate: bool = False, pre
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+_DDL_LOCK = 0x66_69_76_65_70_6C_61_6E  # "fiveplan": one advisory lock for every store's CREATE TABLE
+
+
+def create_tables(metadata: MetaData, engine: Engine) -> None:
+    """Create a store's missing tables, safely when several processes start on one database at once.
+
+    PostgreSQL: under a transaction-scoped advisory lock (two ``CREATE TABLE`` racing on a fresh
+    schema otherwise fail on the catalog's unique index). SQLite: a ``CREATE`` that lost the race to
+    another process ("already exists") is simply checked again.
+    """
+    for attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _DDL_LOCK})
+                metadata.create_all(conn, checkfirst=True)
+            return
+        except OperationalError as exc:
+            if attempt == 2 or "already exists" not in str(exc):
+                raise

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ._policy._load import Policy
 
 from ._actions import ActionClass, MediationPoint
-from ._db import UTCDateTime, make_engine
+from ._db import UTCDateTime, create_tables, make_engine
 from ._decisions import Verdict
 from ._flow import FlowContent
 from ._session import (
@@ -379,7 +379,7 @@ class SqlSessionStore:
             raise ValueError(f"SqlSessionStore supports SQLite and PostgreSQL, not {self.dialect}")
         self._serial = threading.Lock() if self._memory else None
         with self._serialized():
-            _meta.create_all(self.engine, checkfirst=True)
+            create_tables(_meta, self.engine)
 
     # ---- locking ----------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, Text, and_, ins
 from sqlalchemy.exc import IntegrityError
 
 from .._approvals import ApprovalRequest, ApprovalStatus, ApprovalStore
-from .._db import UTCDateTime
+from .._db import UTCDateTime, create_tables
 from .._export._format import ExportEvent, NativeFormat
 from .._export._sinks import FatalSinkError, TransientSinkError, WebhookSink
 from .._policy._models import NotifySpec
@@ -243,7 +243,7 @@ class Notifier:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.clock = clock or store.clock
-        _meta.create_all(store.engine, checkfirst=True)
+        create_tables(_meta, store.engine)
 
     def _claim(self, req: ApprovalRequest, channel: str, now: datetime) -> int | None:
         """The attempt number this process may make now, or ``None`` (sent, given up, not due, or another process has it)."""

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from .._db import make_engine
+from .._db import create_tables, make_engine
 
 __all__ = ["DEFAULT_RATE_LIMIT_URL", "RateExceeded", "RateLimitStore", "RateRequest", "RateResult"]
 
@@ -108,7 +108,7 @@ class RateLimitStore:
             return
         with self._lock:
             if not self._ready:
-                _metadata.create_all(self.engine, checkfirst=True)
+                create_tables(_metadata, self.engine)
                 self._ready = True
 
     def acquire(self, requests: Sequence[RateRequest], now_us: int) -> RateResult:

@@ -35,7 +35,7 @@ from sqlalchemy import (
     update,
 )
 
-from .._db import UTCDateTime, make_engine
+from .._db import UTCDateTime, create_tables, make_engine
 
 __all__ = ["CursorState", "DeadLetter", "ExportStore", "LeaseHeld", "event_json"]
 
@@ -122,7 +122,7 @@ class ExportStore:
 
     def __init__(self, url: str | Engine) -> None:
         self.engine = make_engine(url)
-        metadata.create_all(self.engine, checkfirst=True)
+        create_tables(metadata, self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()

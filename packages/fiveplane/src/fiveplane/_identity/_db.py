@@ -14,6 +14,7 @@ from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, Text, i
 from sqlalchemy.exc import IntegrityError
 
 from .._db import DATABASE_ENV, DEFAULT_DATABASE_URL, UTCDateTime, default_database_url, make_engine
+from .._db import create_tables as _create_all
 
 __all__ = [
     "DATABASE_ENV",
@@ -81,7 +82,7 @@ def create_tables(engine: Engine) -> None:
     """Create the identity tables and the grants version row if missing (idempotent, race-safe)."""
     if engine in _CREATED:
         return
-    metadata.create_all(engine, checkfirst=True)
+    _create_all(metadata, engine)
     with engine.connect() as conn:
         have = conn.execute(select(meta.c.value).where(meta.c.key == "grants_version")).first()
         if have is None:
