@@ -61,6 +61,9 @@ __all__ = [
     "extract_values",
     "host_canonical",
     "normalize",
+    "number_values",
+    "phrase",
+    "phrases",
     "registrable_domain",
     "shingles",
     "strings",
@@ -477,6 +480,41 @@ def extract_values(text: str) -> Values:
 
 
 _WORD = re.compile(r"[^\W_]+")
+
+PHRASE_MAX = 5
+"""Word n-grams up to this length of the user's own words are indexed (hashed) for ``from_user``."""
+_PHRASE_WORDS = 4096
+"""Words of one user message that take part in phrases (a longer paste is matched by shingles)."""
+_BARE_NUM = re.compile(rf"(?<![\w.,])(?:{_NUM})(?![\w]|[.,]\d)")
+
+
+def _hash(words: list[str]) -> str:
+    return hashlib.blake2b(" ".join(words).encode(), digest_size=8).hexdigest()
+
+
+def words(text: str) -> list[str]:
+    """The normalized, case-folded words of a text (what shingles and phrases are made of)."""
+    return _WORD.findall(normalize(text).casefold())
+
+
+def phrase(text: str) -> str | None:
+    """The hashed phrase of a short value (at most :data:`PHRASE_MAX` words), ``None`` otherwise."""
+    ws = words(text)
+    return _hash(ws) if 0 < len(ws) <= PHRASE_MAX else None
+
+
+def phrases(text: str) -> set[str]:
+    """Hashed word n-grams (1..:data:`PHRASE_MAX`) of a text: the user's words, for ``from_user``."""
+    ws = words(text)[:_PHRASE_WORDS]
+    return {_hash(ws[i : i + n]) for n in range(1, PHRASE_MAX + 1) for i in range(len(ws) - n + 1)}
+
+
+def number_values(text: str) -> set[str]:
+    """Every bare number of a text as a canonical amount (``100``, ``100.00``, ``1,000`` →
+    ``amount:100.00``, ``amount:1000.00``): what the user typed, for ``from_user`` of a number."""
+    if not _HAS_DIGIT.search(text):
+        return set()
+    return {_norm_amount(m.group(0)) for m in _BARE_NUM.finditer(normalize(text))}
 
 
 def shingles(text: str) -> set[bytes]:
