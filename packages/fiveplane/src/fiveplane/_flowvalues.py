@@ -68,6 +68,8 @@ __all__ = [
     "shingles",
     "strings",
     "text_of",
+    "tokens",
+    "words",
 ]
 
 SHINGLE = 6
@@ -394,6 +396,11 @@ def _schemeless(text: str, out: set[str]) -> None:
         done = m.end()
         name, port, path = m.group(1), m.group(2), m.group(3)
         h = host_canonical(name)
+        if not _IPV4.match(h) and _suffix(h) is None and not (port or path):
+            # "see www.our-company.com.They sent…": a sentence glued to the host after its dot
+            head, _, last = name.rpartition(".")
+            if head.count(".") >= 1 and last[:1].isupper() and _suffix(host_canonical(head)) is not None:
+                name, h = head, host_canonical(head)
         if not _IPV4.match(h):
             if _suffix(h) is None:
                 continue
@@ -489,24 +496,38 @@ _BARE_NUM = re.compile(rf"(?<![\w.,])(?:{_NUM})(?![\w]|[.,]\d)")
 
 
 def _hash(words: list[str]) -> str:
-    return hashlib.blake2b(" ".join(words).encode(), digest_size=8).hexdigest()
+    return hashlib.blake2b("\x1f".join(words).encode(), digest_size=8).hexdigest()
 
 
 def words(text: str) -> list[str]:
-    """The normalized, case-folded words of a text (what shingles and phrases are made of)."""
+    """The normalized, case-folded words of a text (what shingles are made of)."""
     return _WORD.findall(normalize(text).casefold())
 
 
+_EDGE_PUNCT = "\"'`“”‘’«»()[]{}<>.,;:!?"
+
+
+def tokens(text: str) -> list[str]:
+    """The normalized, case-folded white-space tokens of a text without the punctuation around
+    them (``'1j1l-2k3j'.`` → ``1j1l-2k3j``; ``new_password`` stays one token): what phrases are made of."""
+    out = []
+    for t in normalize(text).casefold().split():
+        t = t.strip(_EDGE_PUNCT)
+        if t:
+            out.append(t)
+    return out
+
+
 def phrase(text: str) -> str | None:
-    """The hashed phrase of a short value (at most :data:`PHRASE_MAX` words), ``None`` otherwise."""
-    ws = words(text)
-    return _hash(ws) if 0 < len(ws) <= PHRASE_MAX else None
+    """The hashed phrase of a short value (at most :data:`PHRASE_MAX` tokens), ``None`` otherwise."""
+    ts = tokens(text)
+    return _hash(ts) if 0 < len(ts) <= PHRASE_MAX else None
 
 
 def phrases(text: str) -> set[str]:
-    """Hashed word n-grams (1..:data:`PHRASE_MAX`) of a text: the user's words, for ``from_user``."""
-    ws = words(text)[:_PHRASE_WORDS]
-    return {_hash(ws[i : i + n]) for n in range(1, PHRASE_MAX + 1) for i in range(len(ws) - n + 1)}
+    """Hashed token n-grams (1..:data:`PHRASE_MAX`) of a text: the user's words, for ``from_user``."""
+    ts = tokens(text)[:_PHRASE_WORDS]
+    return {_hash(ts[i : i + n]) for n in range(1, PHRASE_MAX + 1) for i in range(len(ts) - n + 1)}
 
 
 def number_values(text: str) -> set[str]:
