@@ -88,7 +88,7 @@ class Lists:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
-        self._clock = clock
+        self.clock = clock
         self._version = 0
         self._snapshot: tuple[int, dict[str, list[str]]] | None = None
         self._trusted: tuple[int, frozenset[str]] | None = None
@@ -116,10 +116,10 @@ class Lists:
             values = self._read(e)
         except Exception as exc:  # noqa: BLE001 - reported; the list becomes unavailable (fail closed)
             e.error = f"{type(exc).__name__}: {exc}"
-            e.loaded_at = self._clock()
+            e.loaded_at = self.clock()
             e.typed = frozenset()
         else:
-            e.values, e.error, e.loaded_at = values, None, self._clock()
+            e.values, e.error, e.loaded_at = values, None, self.clock()
             typed: set[str] = set()
             for v in values:
                 typed |= extract_values(v)
@@ -156,7 +156,7 @@ class Lists:
         return {e.name: len(e.values) for e in self._entries.values() if not names or e.name in names}
 
     def _fresh(self) -> None:
-        now = self._clock()
+        now = self.clock()
         stale = [
             e
             for e in self._entries.values()
@@ -165,7 +165,7 @@ class Lists:
         if stale:
             with self._lock:
                 for e in stale:
-                    if e.spec.ttl is not None and self._clock() - e.loaded_at >= e.spec.ttl:
+                    if e.spec.ttl is not None and self.clock() - e.loaded_at >= e.spec.ttl:
                         self._load(e)
 
     def failed(self) -> dict[str, str]:

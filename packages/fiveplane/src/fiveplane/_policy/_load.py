@@ -351,7 +351,9 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
                     try:
                         unless = Condition(fr.unless, variables=FLOW_VARIABLES)
                     except ValueError as exc:
-                        errors.append(f"{located.where(('information_flow', 'rules', i, 'unless'))}: flow rule {fr.id!r}: {exc}")
+                        errors.append(
+                            f"{located.where(('information_flow', 'rules', i, 'unless'))}: flow rule {fr.id!r} unless: {exc}"
+                        )
                     else:
                         conditions.append((unless, located.where(("information_flow", "rules", i, "unless")), fr.id))
                 flow_rules.append(
@@ -381,6 +383,18 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
             if t.connector is not None and t.connector not in connectors:
                 errors.append(
                     f"{located.where(('tools', i, 'connector'))}: tool {t.name!r} names unknown connector {t.connector!r}"
+                )
+                continue
+            base = _trust(t, connectors).trusted
+            if base and t.trusted_fields:
+                errors.append(
+                    f"{located.where(('tools', i, 'trusted_fields'))}: tool {t.name!r}: its output is trusted already; "
+                    "name the fields that are not with `untrusted_fields`"
+                )
+            if not base and t.untrusted_fields:
+                errors.append(
+                    f"{located.where(('tools', i, 'untrusted_fields'))}: tool {t.name!r}: its output is untrusted already; "
+                    "name the fields that are with `trusted_fields`"
                 )
         for i, a in enumerate(spec.agents):
             for j, g in enumerate(a.tools):

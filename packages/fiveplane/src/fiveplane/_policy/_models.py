@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -33,6 +34,10 @@ __all__ = [
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*$")
 _GLOB = re.compile(r"^[A-Za-z0-9_*?\[\]!][A-Za-z0-9_.:/*?\[\]!-]*$")
+
+
+_NOT_OVERRIDABLE = ("reasoning", "engine", "approvals", "approval", "sessions", "evidence", "defaults", "purpose")
+"""Where findings come from that no rule may override (the engine's own; plane errors neither)."""
 
 
 class _Strict(BaseModel):
@@ -225,10 +230,8 @@ class RuleSpec(_Strict):
             if "." not in sel or not _GLOB.match(sel):
                 raise ValueError(f"override {sel!r} must name a plane finding as plane.code (e.g. network.unlisted)")
             plane, _, code = sel.partition(".")
-            if plane in ("reasoning", "engine", "approvals", "approval", "sessions", "evidence", "*") or code in (
-                "plane_error",
-                "error",
-                "*",
+            if any(fnmatchcase(p, plane) for p in _NOT_OVERRIDABLE) or any(
+                fnmatchcase(c, code) for c in ("plane_error", "error")
             ):
                 raise ValueError(f"override {sel!r}: plane errors and the engine's own findings can never be overridden")
         return v
