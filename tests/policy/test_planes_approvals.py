@@ -185,7 +185,7 @@ rules:
     req = store.requests()[0]
     assert req.role == "finance" and "4111 1111" not in str(req.action)  # the stored action is redacted
     assert step(gov, "tool_call", "pay.card", arguments={"card": "none", "note": "office chairs"}).verdict is Verdict.ALLOW
-    with pytest.raises(PolicyError, match="require_approval needs `match.points` limited to tool_call"):
+    with pytest.raises(PolicyError, match=r"require_approval needs `match\.points` limited to tool_call"):
         Governor(write(tmp_path, pack.replace("points: [tool_call], ", ""), "bad.yaml"), planes=[DataPlane()])
 
 
