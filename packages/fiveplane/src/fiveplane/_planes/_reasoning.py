@@ -79,12 +79,12 @@ class _Vars:
         """The flow match a flow rule's ``unless:`` is asked about."""
 
     def __call__(self, name: str) -> Any:
-        if name == "match":
-            return self.match
         try:
             return self._cache[name]
         except KeyError:
             pass
+        if name == "match":
+            return self.match
         build = getattr(self, f"_v_{name}", None)
         try:
             value = build() if build is not None else None
@@ -291,7 +291,8 @@ class ReasoningPlane:
                 if cel_vars is None:
                     cel_vars = _Vars(action, policy, session, ctx.now)
                 try:
-                    if not rule.condition.evaluate(cel_vars, cel_vars.provenance):
+                    cond = rule.condition
+                    if not cond.evaluate(cel_vars, cel_vars.provenance if cond.uses_provenance else None):
                         continue
                 except ConditionError as exc:
                     result.add(

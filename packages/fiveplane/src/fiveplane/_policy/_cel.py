@@ -272,7 +272,7 @@ def _type_name(value: Any) -> str:
 class Condition:
     """A compiled CEL boolean expression."""
 
-    __slots__ = ("_parts", "_program", "_variables", "functions", "source")
+    __slots__ = ("_parts", "_program", "_traps", "_variables", "functions", "source", "uses_provenance")
 
     def __init__(self, source: str, *, variables: tuple[str, ...] = CEL_VARIABLES) -> None:
         self.source = source
@@ -286,6 +286,9 @@ class Condition:
         if unknown:
             raise ValueError(f"unknown CEL function(s) {', '.join(unknown)}; supported: {', '.join(sorted(CEL_FUNCTIONS))}")
         self._parts: dict[str, Any] = {}
+        self._traps = bool(self.functions & set(_EXTRA))
+        self.uses_provenance = bool(self.functions & PROVENANCE_FUNCTIONS)
+        """The condition calls from_user / untrusted / source."""
         # Other variable names are either comprehension variables (the x in list.exists(x, ...)) or
         # mistakes; a mistake fails at run time and blocks (``policy check`` lints them).
         self._variables = variables
@@ -299,10 +302,6 @@ class Condition:
         """Referenced names that are not fiveplane variables (comprehension variables or typos)."""
         return sorted(set(self._program.variables()) - set(self._variables))
 
-    @property
-    def uses_provenance(self) -> bool:
-        return bool(self.functions & PROVENANCE_FUNCTIONS)
-
     def list_names(self) -> set[str]:
         """Names read as ``lists.NAME`` / ``lists["NAME"]``."""
         masked = self.source
@@ -314,16 +313,19 @@ class Condition:
         ctx = cel.Context(functions=_EXTRA)
         ctx.set_variable_resolver(resolve)
         errors: list[tuple[str, Any]] = []
-        _TLS.errors, _TLS.provenance, _TLS.missing_provenance = errors, provenance, None
         try:
-            try:
+            if self._traps:
+                _TLS.errors, _TLS.provenance, _TLS.missing_provenance = errors, provenance, None
+                try:
+                    result = self._program.execute(ctx)
+                finally:
+                    _TLS.errors, _TLS.provenance = None, None
+            else:  # no fiveplane function: nothing to trap (the common, fast case)
                 result = self._program.execute(ctx)
-            finally:
-                _TLS.errors, _TLS.provenance = None, None
             resolver_error = getattr(resolve, "error", None)
             if resolver_error:
                 raise ConditionError(resolver_error)
-            if _TLS.missing_provenance:
+            if self._traps and _TLS.missing_provenance:
                 raise ConditionError(
                     f"{_TLS.missing_provenance}() needs the session's information flow, which is not available here"
                 )
