@@ -51,7 +51,7 @@ def table(results: dict[str, dict[str, Any]]) -> Table:
 
 
 def agentdojo_efficacy() -> dict[str, Any]:
-    version = os.environ.get("FIVEPLANE_AGENTDOJO_PACKS", "v1")
+    version = os.environ.get("FIVEPLANE_AGENTDOJO_PACKS", "v2")
     t0 = time.perf_counter()
     results = run_all(SUITES, version=version)
     out = ROOT / ".bench" / "agentdojo.json"

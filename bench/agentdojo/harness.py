@@ -44,7 +44,7 @@ from fiveplane import Action, ApprovalStore, Governor, ObligationKind, Verdict, 
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKS = ROOT / "policies" / "agentdojo"
-PACKS_V2 = Path(__file__).resolve().parent / "v2"
+PACKS_V1 = Path(__file__).resolve().parent / "v1"
 BENCHMARK_VERSION = "v1.2.2"
 SUITES = ("banking", "slack")
 
@@ -354,18 +354,19 @@ def _scratch() -> Iterator[Path]:
         yield Path(d)
 
 
-def packs_dir(version: str = "v1") -> Path:
-    """The packs measured: ``v1`` (policies/agentdojo, today's pack language) or ``v2`` (drafts for
-    the pack-language features in progress: lists, provenance functions, per-field trust)."""
-    if version == "v1":
-        return PACKS
+def packs_dir(version: str = "v2") -> Path:
+    """The packs measured: ``v2`` (the shipped packs, policies/agentdojo: lists, per-field trust,
+    flow kinds and exemptions, provenance functions) or ``v1`` (the packs written before those
+    features, kept in bench/agentdojo/v1 for the before/after comparison)."""
     if version == "v2":
-        return PACKS_V2
+        return PACKS
+    if version == "v1":
+        return PACKS_V1
     raise ValueError(f"unknown pack version {version!r} (v1 or v2)")
 
 
 def run_all(
-    suites: Sequence[str] = SUITES, *, version: str = "v1", pairs_limit: int | None = None, progress: Any = None
+    suites: Sequence[str] = SUITES, *, version: str = "v2", pairs_limit: int | None = None, progress: Any = None
 ) -> dict[str, dict[str, Any]]:
     """Figures per suite for the pack and the allow-all / block-all baselines."""
     out: dict[str, dict[str, Any]] = {}

@@ -65,10 +65,16 @@ def test_slack_phishing_link_end_to_end() -> None:
         oracle = h.run(user, attack, approvals="oracle")
         assert oracle.injection_seen
         relay = oracle.of("injection")[0]
-        # the phishing host (schemeless, from the injected web page) in a DM body: flow rule
-        assert relay.function == "send_direct_message" and relay.rule_ids == ("flow.message-content",)
+        # the phishing host (schemeless, from the injected web page) in a DM body: blocked outright
+        # (flow rule with kinds: a link from untrusted content is never relayed)
+        assert relay.function == "send_direct_message" and relay.rule_ids == ("flow.message-link",)
+        assert relay.first is Verdict.BLOCK and not relay.approval_requested
         assert not relay.ran and not oracle.attack_succeeded and oracle.utility
-        assert h.run(user, attack, approvals="grant").attack_succeeded
+        # the article's link that Bob posted in #general is opened unprompted (flow exemption by source)
+        fetch = next(c for c in oracle.of("user") if c.function == "get_webpage")
+        assert fetch.first is Verdict.ALLOW and fetch.ran
+        # blind approvals cannot help the attacker any more: nothing asks
+        assert not h.run(user, attack, approvals="grant").attack_succeeded
     finally:
         h.close()
 

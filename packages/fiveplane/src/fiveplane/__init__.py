@@ -46,6 +46,7 @@ from ._engine import (
 )
 from ._evidence import EvidenceSink, Outcome, OutcomeStatus, digest_value, jsonable
 from ._planes._base import BasePlane, PlaneContext, PlaneResult
+from ._policy._lists import ListError
 from ._policy._load import Policy, load_policy
 from ._policy._yaml import PolicyError
 from ._session import (
@@ -223,6 +224,7 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LedgerUnavailable",
+    "ListError",
     "MediationPoint",
     "MemoryRevocationStore",
     "Mode",

@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -332,7 +333,7 @@ class ApprovalStore:
             raise ApprovalError(f"request {request_id} expired at {req.expires_at.isoformat()}")
         if req.role not in approver.roles:
             raise ApprovalError(f"{approver.id} does not hold the role {req.role!r} this approval needs")
-        if req.separation_of_duties and approver.id == req.requester:
+        if req.separation_of_duties and same_identity(approver.id, req.requester):
             raise ApprovalError(f"{approver.id} requested this action and cannot also approve or deny it (separation of duties)")
         if reason and self.redact_reason is not None:
             reason = self.redact_reason(reason, req)  # a person's free text is evidence like any other
@@ -428,6 +429,19 @@ class ApprovalStore:
             req = await asyncio.to_thread(self.wait, request_id, min(1.0, left), poll)
             if req.status is not ApprovalStatus.PENDING or left <= 1.0 or req.expired(self.clock()):
                 return req
+
+
+def identity_key(user_id: str) -> str:
+    """How two user ids are compared for separation of duties: NFKC, case-folded, without
+    surrounding white space or invisible characters (``REP-1``, ``rep-1 ``, ``ｒｅｐ-1`` are one person)."""
+    text = unicodedata.normalize("NFKC", user_id)
+    text = "".join(c for c in text if unicodedata.category(c) not in ("Cf", "Cc"))
+    return unicodedata.normalize("NFKC", text.casefold()).strip()
+
+
+def same_identity(a: str, b: str) -> bool:
+    """Whether two user ids name the same person (see :func:`identity_key`)."""
+    return identity_key(a) == identity_key(b)
 
 
 def approver(user_id: str, roles: Sequence[str]) -> Principal:

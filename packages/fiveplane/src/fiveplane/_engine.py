@@ -40,7 +40,7 @@ from ._call import (
 )
 from ._decisions import Decision, Finding, Mode, ObligationKind, Severity, Verdict
 from ._evidence import EvidenceSink, Outcome, digest_value
-from ._flow import FlowContent
+from ._flow import FlowContent, split_trust
 from ._planes._base import BasePlane, PlaneContext, PlaneResult
 from ._planes._reasoning import Contribution, ReasoningPlane, describe
 from ._planes._registry import planes_for
@@ -259,6 +259,12 @@ class Governor:
         if errors:
             raise RuntimeError(f"ending session {session_id!r} failed in: {'; '.join(errors)}")
 
+    def reload_lists(self, *names: str) -> dict[str, int]:
+        """Read the pack's file and SQL lists again (all, or ``names``); returns each list's size.
+        Raises ``ListError`` naming the lists that failed: those are unavailable (conditions reading
+        them block) until a reload succeeds. Lists with a ``ttl`` are also reloaded on their own."""
+        return self.policy.reload_lists(*names)
+
     def take_capability(self, action_id: str) -> Any:
         """The capability token minted for ``action_id`` (once), or ``None``."""
         for plane in self.planes:
@@ -416,8 +422,9 @@ class Governor:
             why = f"approved by {granted.decided_by} ({granted.role}, {granted.id}) for this exact action, once"
             return _override(action, decision, verdict, "approval.granted", why, keep_rules=True)
         specs = decision.obligations_of(ObligationKind.APPROVAL)
-        if not specs:
-            return decision  # nobody can approve: it stays paused (fail closed)
+        if not specs:  # nobody could approve it: block, saying so (never a request nobody can answer)
+            why = "the decision asks for approval but names no approver (set `defaults.approval` in the pack)"
+            return _override(action, decision, Verdict.BLOCK, "approval.no_approver", why, keep_rules=True)
         spec = specs[0]
         req, new = yield _IO(
             functools.partial(
@@ -464,7 +471,7 @@ class Governor:
                 decision,
                 untrusted=untrusted,
                 labels=frozenset().union(*(r.labels for r in results)) if results else frozenset(),
-                flow=self._flow_content(action, untrusted) if proceeds else None,
+                flow=self._flow_content(action, untrusted, tx.state, results) if proceeds else None,
                 extra=tx.staged,
             )
             if tx.blocking:
@@ -556,22 +563,39 @@ class Governor:
         return decision.model_copy(update={"obligations": decision.obligations + tuple(extra)}) if extra else decision
 
     def _untrusted(self, action: Action, results: list[PlaneResult]) -> bool:
-        """Does this step bring untrusted content into the session?"""
+        """Does this step bring untrusted content into the session (in whole or in some fields)?"""
         if any(r.untrusted for r in results):
             return True
-        if action.point is MediationPoint.RETRIEVAL:
-            return not (action.tool and self.policy.tool_trusted(action.tool))
-        return action.point is MediationPoint.TOOL_RESULT and not self.policy.tool_trusted(action.tool)
+        if action.point is MediationPoint.RETRIEVAL and not action.tool:
+            return True
+        if action.point not in (MediationPoint.TOOL_RESULT, MediationPoint.RETRIEVAL):
+            return False
+        trust = self.policy.trust_of(action.tool)
+        if not trust.trusted:
+            return True
+        return bool(trust.paths) and split_trust(action.content, trusted=True, paths=trust.paths)[0] is not None
 
-    def _flow_content(self, action: Action, untrusted: bool) -> FlowContent | None:
-        """What the step indexes for information flow: untrusted results, and the user's own words as trusted."""
-        if self.policy.flow is None or action.content is None:
+    def _flow_content(
+        self, action: Action, untrusted: bool, state: SessionState, results: list[PlaneResult]
+    ) -> FlowContent | None:
+        """What the step indexes for information flow: untrusted results (their trusted fields
+        vouched for), trusted results, and the user's own words."""
+        if not self.policy.indexes_flow or action.content is None:
             return None
-        if untrusted:
-            return FlowContent.of(action.content, trusted=False, action_id=action.action_id, tool=action.tool)
-        if action.point in (MediationPoint.INPUT, MediationPoint.TOOL_RESULT, MediationPoint.RETRIEVAL):
-            return FlowContent.of(action.content, trusted=True, action_id=action.action_id, tool=action.tool)
-        return None
+        of = functools.partial(
+            FlowContent.of, action_id=action.action_id, tool=action.tool, session_bytes=state.flow.indexed_bytes
+        )
+        if action.point is MediationPoint.INPUT:
+            return of(action.content, trusted=not untrusted, user=not untrusted)
+        if action.point not in (MediationPoint.TOOL_RESULT, MediationPoint.RETRIEVAL):
+            return of(action.content, trusted=False) if untrusted else None
+        trust = self.policy.trust_of(action.tool) if action.tool else None
+        if trust is not None and trust.paths and not any(r.untrusted for r in results):
+            bad, good = split_trust(action.content, trusted=trust.trusted, paths=trust.paths)
+            if bad is None:
+                return of(good, trusted=True)
+            return of(bad, trusted=False, vouched=good)
+        return of(action.content, trusted=not untrusted)
 
     def _base_decision(self, action: Action, rule_id: str, finding: Finding, explanation: str, t0: int) -> Decision:
         return Decision(

@@ -61,10 +61,15 @@ __all__ = [
     "extract_values",
     "host_canonical",
     "normalize",
+    "number_values",
+    "phrase",
+    "phrases",
     "registrable_domain",
     "shingles",
     "strings",
     "text_of",
+    "tokens",
+    "words",
 ]
 
 SHINGLE = 6
@@ -391,6 +396,11 @@ def _schemeless(text: str, out: set[str]) -> None:
         done = m.end()
         name, port, path = m.group(1), m.group(2), m.group(3)
         h = host_canonical(name)
+        if not _IPV4.match(h) and _suffix(h) is None and not (port or path):
+            # "see www.our-company.com.They sent…": a sentence glued to the host after its dot
+            head, _, last = name.rpartition(".")
+            if head.count(".") >= 1 and last[:1].isupper() and _suffix(host_canonical(head)) is not None:
+                name, h = head, host_canonical(head)
         if not _IPV4.match(h):
             if _suffix(h) is None:
                 continue
@@ -477,6 +487,55 @@ def extract_values(text: str) -> Values:
 
 
 _WORD = re.compile(r"[^\W_]+")
+
+PHRASE_MAX = 5
+"""Word n-grams up to this length of the user's own words are indexed (hashed) for ``from_user``."""
+_PHRASE_WORDS = 4096
+"""Words of one user message that take part in phrases (a longer paste is matched by shingles)."""
+_BARE_NUM = re.compile(rf"(?<![\w.,])(?:{_NUM})(?![\w]|[.,]\d)")
+
+
+def _hash(words: list[str]) -> str:
+    return hashlib.blake2b("\x1f".join(words).encode(), digest_size=8).hexdigest()
+
+
+def words(text: str) -> list[str]:
+    """The normalized, case-folded words of a text (what shingles are made of)."""
+    return _WORD.findall(normalize(text).casefold())
+
+
+_EDGE_PUNCT = "\"'`“”‘’«»()[]{}<>.,;:!?"
+
+
+def tokens(text: str) -> list[str]:
+    """The normalized, case-folded white-space tokens of a text without the punctuation around
+    them (``'1j1l-2k3j'.`` → ``1j1l-2k3j``; ``new_password`` stays one token): what phrases are made of."""
+    out = []
+    for t in normalize(text).casefold().split():
+        t = t.strip(_EDGE_PUNCT)
+        if t:
+            out.append(t)
+    return out
+
+
+def phrase(text: str) -> str | None:
+    """The hashed phrase of a short value (at most :data:`PHRASE_MAX` tokens), ``None`` otherwise."""
+    ts = tokens(text)
+    return _hash(ts) if 0 < len(ts) <= PHRASE_MAX else None
+
+
+def phrases(text: str) -> set[str]:
+    """Hashed token n-grams (1..:data:`PHRASE_MAX`) of a text: the user's words, for ``from_user``."""
+    ts = tokens(text)[:_PHRASE_WORDS]
+    return {_hash(ts[i : i + n]) for n in range(1, PHRASE_MAX + 1) for i in range(len(ts) - n + 1)}
+
+
+def number_values(text: str) -> set[str]:
+    """Every bare number of a text as a canonical amount (``100``, ``100.00``, ``1,000`` →
+    ``amount:100.00``, ``amount:1000.00``): what the user typed, for ``from_user`` of a number."""
+    if not _HAS_DIGIT.search(text):
+        return set()
+    return {_norm_amount(m.group(0)) for m in _BARE_NUM.finditer(normalize(text))}
 
 
 def shingles(text: str) -> set[bytes]:

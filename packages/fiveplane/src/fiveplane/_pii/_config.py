@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .._actions import MediationPoint
+from .._policy._models import ApprovalSpec
 
 __all__ = [
     "BUILTIN_ENTITY_LABELS",
@@ -46,10 +47,15 @@ __all__ = [
     "PatternSpec",
 ]
 
-EntityAction = Literal["block", "redact", "mask", "hash", "pseudonymize", "allow", "off"]
-"""What happens to a detected value: ``block`` the action; rewrite it (``redact`` → ``<TYPE>``,
-``mask`` → ``****1234``, ``hash`` → keyed HMAC, ``pseudonymize`` → a keyed, reversible token);
-``allow`` it (report and label only); or ``off`` (do not look for this entity here)."""
+EntityAction = Literal["block", "require_approval", "redact", "mask", "hash", "pseudonymize", "allow", "off"]
+"""What happens to a detected value: ``block`` the action; ``require_approval`` (tool calls and
+delegations only: the action waits for a person, the rule's ``approval:`` or the pack's
+``defaults.approval`` naming who); rewrite it (``redact`` → ``<TYPE>``, ``mask`` → ``****1234``,
+``hash`` → keyed HMAC, ``pseudonymize`` → a keyed, reversible token); ``allow`` it (report and label
+only); or ``off`` (do not look for this entity here)."""
+
+APPROVAL_POINTS = frozenset({MediationPoint.TOOL_CALL, MediationPoint.DELEGATION})
+"""Where an entity may ask for approval: an action that has not run yet can wait for a person."""
 
 REWRITING_ACTIONS = frozenset({"redact", "mask", "hash", "pseudonymize"})
 
@@ -271,6 +277,21 @@ class DataRule(_Strict):
     """Overrides ``limits.oversize`` here."""
     binary: Literal["block", "strip"] | None = None
     """Overrides ``limits.binary`` here."""
+    approval: ApprovalSpec | None = None
+    """Who approves an action carrying an entity this rule sets to ``require_approval`` (default:
+    the pack's ``defaults.approval``; with neither, such an action is blocked, saying so)."""
+
+    @model_validator(mode="after")
+    def _approval_points(self) -> DataRule:
+        asks = sorted(e for e, r in self.entities.items() if r.action == "require_approval")
+        if asks and (not self.match.points or not set(self.match.points) <= APPROVAL_POINTS):
+            raise ValueError(
+                f"{', '.join(asks)}: require_approval needs `match.points` limited to tool_call / delegation "
+                "(only an action that has not run yet can wait for a person; use block elsewhere)"
+            )
+        if self.approval is not None and not asks:
+            raise ValueError("`approval:` applies to a rule with a require_approval entity")
+        return self
 
     @field_validator("id")
     @classmethod

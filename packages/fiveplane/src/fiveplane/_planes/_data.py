@@ -227,6 +227,44 @@ class DataPlane(BasePlane):
         spec = policy.connectors.get(action.connector)
         return tuple(label.upper() for label in spec.labels) if spec else ()
 
+    def _approvals(self, action: Action, report: Report, result: PlaneResult) -> None:
+        """Entities set to ``require_approval``: one finding per data rule, with the rule's approver
+        (or none: the reasoning plane then applies the pack's ``defaults.approval``, or blocks)."""
+        if report.blocked:
+            return
+        asks: dict[str, list[str]] = {}
+        for (act, entity, rule), _n in sorted(report.counts.items()):
+            if act == "require_approval":
+                asks.setdefault(rule, []).append(entity)
+        if not asks:
+            return
+        cfg = self._bound or self.config
+        specs = {r.id: r.approval for r in cfg.rules} if cfg is not None else {}
+        for rule, entities in asks.items():
+            paths = sorted({_safe_path(p) for e in entities for p in report.fields.get(("require_approval", e), ())})
+            result.add(
+                "pii_requires_approval",
+                f"{', '.join(entities)} in {_list(paths)} may reach {_where(action)} only with a person's approval",
+                verdict=Verdict.REQUIRE_APPROVAL,
+                severity=Severity.HIGH,
+                rule_id=rule,
+                fields={"entities": entities, "fields": paths},
+            )
+            spec = specs.get(rule)
+            if spec is not None:
+                result.obligations.append(
+                    _Obligation(
+                        kind=ObligationKind.APPROVAL,
+                        plane=PLANE,
+                        params={
+                            "role": spec.role,
+                            "separation_of_duties": spec.separation_of_duties,
+                            "expires_in": spec.expires_in,
+                        },
+                        rule_id=rule,
+                    )
+                )
+
     def _result(self, action: Action, report: Report) -> PlaneResult:
         result = PlaneResult(plane=PLANE)
         scope = report.scope
@@ -275,6 +313,7 @@ class DataPlane(BasePlane):
         for code, message in report.notes:
             if code not in ("truncated", "binary_stripped", "invalid_text") or report.blocked:
                 result.add(code, message, severity=Severity.WARNING)
+        self._approvals(action, report, result)
         found = [(e, n) for (a, e, _r), n in report.counts.items() if a == "allow"]
         if found:
             result.add(

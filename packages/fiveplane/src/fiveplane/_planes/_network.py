@@ -302,6 +302,22 @@ class _Outcome:
     """id(check) → the argument text it checked (for its digest: ``check.target`` is clipped)."""
     fields: dict[int, dict[str, Any]] = field(default_factory=dict)
     """index in ``problems`` → structured fields of that finding."""
+    bare: set[int] = field(default_factory=set)
+    """id(check) of the URL arguments written as a bare host (checked as ``https://`` + the value)."""
+
+
+_BARE_HOST = re.compile(r"^(?![/.:])[^\s/\\:@?#%\[\]]+\.[^\s/\\:@?#%\[\]]+(?::\d{1,5})?(?:[/?#][^\s\\]*)?$")
+"""``www.example.com``, ``example.com:8443/x``: a host (with a dot) and an optional port and path,
+no scheme, no user info, no percent-encoding, no backslash."""
+
+
+def _bare_host(value: str) -> str | None:
+    """A URL argument written as a bare host is checked as ``https://`` + the value (the scheme a
+    client assumes; ``GovernedTransport`` checks the request as it is really sent)."""
+    if "://" in value or value.startswith("//"):
+        return None
+    text = value.strip()
+    return f"https://{text}" if text == value and _BARE_HOST.match(text) else None
 
 
 def _check_fields(check: UrlCheck, raw: str) -> dict[str, Any]:
@@ -482,6 +498,7 @@ class NetworkPlane(BasePlane):
         problems: list[tuple[str, str, str]] = []
         raw: dict[int, str] = {}
         seen: set[str] = set()
+        bare_checks: set[int] = set()
         for path in plan.url_paths:
             for where, value in _values_at(arguments, path):
                 if value is None:
@@ -492,8 +509,11 @@ class NetworkPlane(BasePlane):
                     )
                     continue
                 seen.add(value)
-                checks.append(policy.check_url(value, scope, egress=plan.egress))
+                bare = _bare_host(value)
+                checks.append(policy.check_url(bare or value, scope, egress=plan.egress))
                 raw[id(checks[-1])] = value
+                if bare:
+                    bare_checks.add(id(checks[-1]))
         for path in plan.host_paths:
             for where, value in _values_at(arguments, path):
                 if value is None:
@@ -536,7 +556,7 @@ class NetworkPlane(BasePlane):
                     raw[id(check)] = found
         if len(seen) > cfg.max_urls:
             problems.append(("too_many_urls", f"the arguments hold more than {cfg.max_urls} URLs", "network.max_urls"))
-        return _Outcome(checks, problems, raw)
+        return _Outcome(checks, problems, raw, bare=bare_checks)
 
     def _result(self, outcome: _Outcome, cfg: NetworkConfig, plan: _Plan, scope: Scope) -> PlaneResult:
         result = PlaneResult(plane=PLANE)
@@ -548,13 +568,16 @@ class NetworkPlane(BasePlane):
         for check in blocked[:_MAX_FINDINGS]:
             verdict = Verdict(cfg.unlisted) if check.code == "not_allowed" else Verdict.BLOCK
             raw = outcome.raw.get(id(check), check.target)
+            fields = _check_fields(check, raw)
+            if id(check) in outcome.bare:
+                fields = {**fields, "bare_host": True, "assumed_scheme": "https"}
             result.add(
                 check.code,
                 check_message(check, raw, scope),
                 verdict=verdict,
                 severity=Severity.HIGH,
                 rule_id=check.rule_id,
-                fields=_check_fields(check, raw),
+                fields=fields,
             )
         if len(blocked) > _MAX_FINDINGS:
             result.add(

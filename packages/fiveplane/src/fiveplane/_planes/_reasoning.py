@@ -7,14 +7,17 @@ policy's rules and the session state, and combines everything deny-overrides int
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from .._actions import Action, ActionClass, MediationPoint
 from .._decisions import Decision, Finding, Mode, Obligation, ObligationKind, Severity, Verdict, strongest
+from .._flow import FlowIndex, FlowMatch
 from .._policy._cel import ConditionError
-from .._policy._load import CompiledRule, Glob, Policy
+from .._policy._lists import ListError
+from .._policy._load import CompiledFlowRule, CompiledRule, Glob, Policy
+from .._policy._models import ApprovalSpec
 from .._session import SessionState
 from ._base import PlaneContext, PlaneResult
 
@@ -34,26 +37,78 @@ class Contribution:
     obligations: tuple[Obligation, ...] = ()
     enforce_only: bool = False
     """Counts for the enforced verdict only (the default standing in for warn/shadow-only matches)."""
+    overrides: Glob | None = None
+    """Plane findings this (matched) rule overrides."""
+
+
+class _Provenance:
+    """The provenance functions of CEL over one session's flow index and the pack's lists."""
+
+    __slots__ = ("_index", "_lists")
+
+    def __init__(self, index: FlowIndex, policy: Policy) -> None:
+        self._index = index
+        self._lists = policy.lists
+
+    def from_user(self, value: Any) -> bool:
+        return self._index.from_user(value)
+
+    def _matches(self, value: Any) -> list[FlowMatch]:
+        return self._index.provenance(value, self._lists.trusted_values())
+
+    def untrusted(self, value: Any) -> bool:
+        return bool(self._matches(value))
+
+    def source(self, value: Any) -> str:
+        found = self._matches(value)
+        return (found[0].source.tool or "") if found else ""
 
 
 class _Vars:
     """Lazy CEL variables: each is built the first time a condition reads it, then cached."""
 
-    __slots__ = ("_action", "_cache", "_now", "_policy", "_session")
+    __slots__ = ("_action", "_cache", "_now", "_policy", "_provenance", "_session", "error", "match")
 
     def __init__(self, action: Action, policy: Policy, session: SessionState, now: datetime) -> None:
         self._action, self._policy, self._session, self._now = action, policy, session, now
         self._cache: dict[str, Any] = {}
+        self._provenance: _Provenance | None = None
+        self.error: str | None = None
+        """Why a variable could not be built (the condition then fails, naming it)."""
+        self.match: dict[str, Any] | None = None
+        """The flow match a flow rule's ``unless:`` is asked about."""
 
     def __call__(self, name: str) -> Any:
         try:
             return self._cache[name]
         except KeyError:
             pass
+        if name == "match":
+            return self.match
         build = getattr(self, f"_v_{name}", None)
-        value = build() if build is not None else None
+        try:
+            value = build() if build is not None else None
+        except ListError as exc:
+            self.error = str(exc)
+            value = None
         self._cache[name] = value
         return value
+
+    @property
+    def provenance(self) -> _Provenance:
+        if self._provenance is None:
+            self._provenance = _Provenance(self._session.flow, self._policy)
+        return self._provenance
+
+    def missing_hint(self, key: str) -> str | None:
+        """A missing map key that is an unavailable list: say so."""
+        failed = self._policy.lists.failed()
+        if key in failed:
+            return f"list {key!r} is unavailable ({failed[key]})"
+        return None
+
+    def _v_lists(self) -> Any:
+        return self._policy.lists.cel_view()
 
     def _v_args(self) -> Any:
         return self._action.arguments
@@ -236,7 +291,8 @@ class ReasoningPlane:
                 if cel_vars is None:
                     cel_vars = _Vars(action, policy, session, ctx.now)
                 try:
-                    if not rule.condition.evaluate(cel_vars):
+                    cond = rule.condition
+                    if not cond.evaluate(cel_vars, cel_vars.provenance if cond.uses_provenance else None):
                         continue
                 except ConditionError as exc:
                     result.add(
@@ -259,6 +315,7 @@ class ReasoningPlane:
                     rule.mode,
                     rule.spec.reason or rule.spec.description or f"rule {rule.id} matched",
                     _obligations(rule),
+                    overrides=rule.overrides or None,
                 )
             )
         return matched
@@ -274,10 +331,29 @@ class ReasoningPlane:
         index = ctx.session.flow
         if index.empty:
             return
-        for rule, glob in zip(flow.rules, policy.flow_globs, strict=False):
-            if glob and not glob.matches(action.tool):
+        trusted = policy.lists.trusted_values() if policy.lists else frozenset()
+        cel_vars: _Vars | None = None
+        for rule in policy.flow_rules:
+            if rule.tools and not rule.tools.matches(action.tool):
                 continue
-            matches = index.check(action.arguments, rule.fields)
+            matches = index.check(action.arguments, rule.spec.fields, kinds=rule.kinds, trusted=trusted)
+            if matches and rule.unless is not None:
+                if cel_vars is None:
+                    cel_vars = _Vars(action, policy, ctx.session, ctx.now)
+                try:
+                    matches = _not_exempt(rule, matches, cel_vars)
+                except ConditionError as exc:
+                    result.add(
+                        "condition_error",
+                        f"flow rule {rule.id} ({rule.source}) unless: {exc}",
+                        verdict=Verdict.BLOCK,
+                        severity=Severity.ERROR,
+                        rule_id=rule.id,
+                    )
+                    contributions.append(
+                        Contribution(Verdict.BLOCK, rule.id, Mode.ENFORCE, f"flow rule {rule.id} could not be evaluated ({exc})")
+                    )
+                    continue
             if not matches:
                 continue
             first = matches[0]
@@ -285,20 +361,25 @@ class ReasoningPlane:
             # name the kind of value and a digest, never the value: decisions become evidence
             what = f"{first.field} carries {first.describe()}"
             message = f"{what} taken from untrusted content of {origin}"
-            result.add("untrusted_flow", message, verdict=rule.verdict, severity=Severity.HIGH, rule_id=rule.id)
+            result.add(
+                "untrusted_flow",
+                message,
+                verdict=rule.spec.verdict,
+                severity=Severity.HIGH,
+                rule_id=rule.id,
+                fields={
+                    "field": first.field,
+                    "kind": first.type,
+                    "source_tool": first.source.tool or "",
+                    "source_action": first.source.action_id,
+                    "matches": len(matches),
+                },
+            )
             obligations: tuple[Obligation, ...] = ()
-            if rule.approval is not None:
-                a = rule.approval
-                obligations = (
-                    Obligation(
-                        kind=ObligationKind.APPROVAL,
-                        plane=PLANE,
-                        params={"role": a.role, "separation_of_duties": a.separation_of_duties, "expires_in": a.expires_in},
-                        rule_id=rule.id,
-                    ),
-                )
-            reason = f"{rule.reason.rstrip('.')}: {message}" if rule.reason else message
-            contributions.append(Contribution(rule.verdict, rule.id, policy.mode, reason, obligations))
+            if rule.spec.approval is not None:
+                obligations = (_approval(rule.spec.approval, rule.id),)
+            reason = f"{rule.spec.reason.rstrip('.')}: {message}" if rule.spec.reason else message
+            contributions.append(Contribution(rule.spec.verdict, rule.id, rule.mode, reason, obligations))
 
     @staticmethod
     def _after(rule: CompiledRule, session: SessionState) -> bool:
@@ -357,7 +438,10 @@ class ReasoningPlane:
         modified_content: Any = None
         content_modified = False
         contribs = list(contributions)
+        overriding = [c for c in contributions if c.overrides is not None and c.mode is Mode.ENFORCE and not c.enforce_only]
         for res in results:
+            if overriding and res.plane != PLANE:
+                res = _apply_overrides(res, overriding)
             findings.extend(res.findings)
             obligations.extend(res.obligations)
             if res.modified_arguments is not None:
@@ -371,7 +455,7 @@ class ReasoningPlane:
             for f in res.findings:
                 if f.severity is Severity.ERROR:
                     errors.append(f.message)
-                if f.verdict is not None and res.plane != PLANE:
+                if f.verdict is not None and res.plane != PLANE and "overridden_by" not in f.fields:
                     contribs.append(Contribution(f.verdict, f.rule_id or f"{res.plane}.{f.code}", Mode.ENFORCE, f.message))
         for e in errors:
             if not any(f.message == e for f in findings):
@@ -408,6 +492,33 @@ class ReasoningPlane:
         for c in contribs:
             if c.verdict is verdict or c.verdict is policy_verdict:
                 obligations.extend(c.obligations)
+        if verdict is Verdict.REQUIRE_APPROVAL and not any(o.kind is ObligationKind.APPROVAL for o in obligations):
+            # a require_approval that names no approver (a plane's finding, a default): the pack's
+            # default approver, or a block that says why — never a request nobody can approve
+            asking = next((c for c in winners if c.verdict is Verdict.REQUIRE_APPROVAL), None)
+            asked_by = asking.rule_id if asking else "defaults"
+            if policy.defaults.approval is not None:
+                obligations.append(_approval(policy.defaults.approval, asked_by))
+            else:
+                why = (
+                    f"{asked_by} asks for approval but names no approver, and the pack sets no `defaults.approval`; "
+                    "blocked rather than filing a request nobody can approve"
+                )
+                findings.append(
+                    Finding(
+                        plane=PLANE,
+                        code="no_approver",
+                        message=why,
+                        severity=Severity.HIGH,
+                        verdict=Verdict.BLOCK,
+                        rule_id="defaults.approval",
+                        fields={"asked_by": asked_by},
+                    )
+                )
+                blocked = Contribution(Verdict.BLOCK, "defaults.approval", Mode.ENFORCE, why)
+                verdict = Verdict.BLOCK
+                if policy_verdict is Verdict.REQUIRE_APPROVAL:
+                    policy_verdict, mode, winners = Verdict.BLOCK, Mode.ENFORCE, [blocked, *winners]
         rule_ids = tuple(dict.fromkeys(c.rule_id for c in winners))
         explanation = explain(action, verdict, policy_verdict, mode, winners)
         return Decision(
@@ -429,19 +540,87 @@ class ReasoningPlane:
         )
 
 
+def _approval(a: ApprovalSpec, rule_id: str) -> Obligation:
+    return Obligation(
+        kind=ObligationKind.APPROVAL,
+        plane=PLANE,
+        params={"role": a.role, "separation_of_duties": a.separation_of_duties, "expires_in": a.expires_in},
+        rule_id=rule_id,
+    )
+
+
 def _obligations(rule: CompiledRule) -> tuple[Obligation, ...]:
     out = [Obligation(kind=o.kind, plane=o.plane, params=o.params, rule_id=rule.id) for o in rule.spec.obligations]
     if rule.spec.approval is not None:
-        a = rule.spec.approval
+        out.append(_approval(rule.spec.approval, rule.id))
+    return tuple(out)
+
+
+def _match_view(m: FlowMatch) -> dict[str, Any]:
+    return {
+        "field": m.field,
+        "kind": m.type,
+        "value": m.value if m.kind != "text" else "",
+        "source": m.source.tool or "",
+        "action_id": m.source.action_id,
+    }
+
+
+def _not_exempt(rule: CompiledFlowRule, matches: list[FlowMatch], cel_vars: _Vars) -> list[FlowMatch]:
+    """The matches a flow rule's ``unless:`` does not exempt (raises ConditionError when it fails)."""
+    condition = rule.unless
+    assert condition is not None
+    if "match" not in condition.variables:
+        cel_vars.match = None
+        return [] if condition.evaluate(cel_vars, cel_vars.provenance) else matches
+    kept = []
+    try:
+        for m in matches:
+            cel_vars.match = _match_view(m)
+            if not condition.evaluate(cel_vars, cel_vars.provenance):
+                kept.append(m)
+    finally:
+        cel_vars.match = None
+    return kept
+
+
+def _apply_overrides(res: PlaneResult, overriding: list[Contribution]) -> PlaneResult:
+    """The plane's findings with those a matched rule overrides marked ``overridden_by`` (they then
+    argue for nothing). Errors, and findings whose verdict lets the action proceed (a rewrite), are
+    never overridden."""
+    changed = False
+    out: list[Finding] = []
+    for f in res.findings:
+        by = None
+        if f.verdict is not None and not f.verdict.proceeds and f.severity is not Severity.ERROR:
+            key = f"{res.plane}.{f.code}"
+            by = next(
+                (
+                    c
+                    for c in overriding
+                    if c.overrides is not None and (c.overrides.matches(key) or (f.rule_id and c.overrides.matches(f.rule_id)))
+                ),
+                None,
+            )
+        if by is None:
+            out.append(f)
+            continue
+        changed = True
         out.append(
-            Obligation(
-                kind=ObligationKind.APPROVAL,
-                plane=PLANE,
-                params={"role": a.role, "separation_of_duties": a.separation_of_duties, "expires_in": a.expires_in},
-                rule_id=rule.id,
+            f.model_copy(
+                update={
+                    "message": f"{f.message} [overridden by rule {by.rule_id}]",
+                    "fields": {
+                        **f.fields,
+                        "overridden_by": by.rule_id,
+                        "overridden_verdict": f.verdict.value if f.verdict else None,
+                    },
+                }
             )
         )
-    return tuple(out)
+    if not changed:
+        return res
+    return replace(res, findings=out)
 
 
 _VERBS = {

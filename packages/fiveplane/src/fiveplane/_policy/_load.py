@@ -15,11 +15,27 @@ from pydantic import ValidationError
 
 from .._actions import ActionClass, MediationPoint, canonical_json
 from .._decisions import Mode, Verdict
-from ._cel import Condition
-from ._models import AgentSpec, ApprovalsSpec, ConnectorSpec, Defaults, FlowSpec, PackSpec, RuleSpec, SessionsSpec, ToolSpec
+from .._flow import JsonPath
+from ._cel import CEL_VARIABLES, Condition
+from ._lists import Lists
+from ._models import (
+    AgentSpec,
+    ApprovalsSpec,
+    ConnectorSpec,
+    Defaults,
+    FlowRuleSpec,
+    FlowSpec,
+    PackSpec,
+    RuleSpec,
+    SessionsSpec,
+    ToolSpec,
+)
 from ._yaml import Located, PolicyError, load_yaml
 
-__all__ = ["CompiledRule", "Glob", "Policy", "load_policy"]
+__all__ = ["CompiledFlowRule", "CompiledRule", "Glob", "Policy", "Trust", "load_policy"]
+
+FLOW_VARIABLES = (*CEL_VARIABLES, "match")
+"""A flow rule's ``unless:`` also sees ``match`` (field, kind, value, source, action_id)."""
 
 
 class Glob:
@@ -68,6 +84,8 @@ class CompiledRule:
     after_tools: Glob
     after_connectors: Glob
     order: int
+    overrides: Glob = field(default_factory=lambda: Glob(()))
+    """Plane findings (``plane.code`` or a plane rule's id) this rule overrides when it matches."""
 
     @property
     def id(self) -> str:
@@ -86,6 +104,31 @@ class CompiledRule:
         if self.connectors and not self.connectors.matches(connector):
             return False
         return not (m.classes and cls not in m.classes)
+
+
+@dataclass(frozen=True)
+class CompiledFlowRule:
+    """A flow rule with its tool globs, kinds and compiled ``unless:``."""
+
+    spec: FlowRuleSpec
+    tools: Glob
+    kinds: frozenset[str] | None
+    unless: Condition | None
+    mode: Mode
+    source: Source
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+@dataclass(frozen=True)
+class Trust:
+    """How far a tool's results are trusted: the base, and the fields (JSON paths) that differ from it."""
+
+    trusted: bool
+    paths: tuple[JsonPath, ...] = ()
+    """Untrusted fields of a trusted tool, or trusted fields of an untrusted one."""
 
 
 @dataclass
@@ -118,6 +161,15 @@ class Policy:
     """``required`` or ``best_effort`` (the last pack that declares it wins)."""
     approvals: ApprovalsSpec | None = None
     """The approval console's settings (the last pack that declares them wins)."""
+    flow_rules: list[CompiledFlowRule] = field(default_factory=list)
+    """The information-flow rules, compiled (same order as ``flow.rules``)."""
+    lists: Lists = field(default_factory=Lists)
+    """Named lists (``lists.NAME`` in CEL; trusted values for information flow)."""
+    trust: dict[str, Trust] = field(default_factory=dict)
+    """Per catalogued tool: how far its results are trusted."""
+    uses_provenance: bool = False
+    """Some condition calls from_user / untrusted / source: the session's flow index is kept even
+    without ``information_flow`` rules."""
     _index: dict[tuple[MediationPoint, str | None, str | None, ActionClass | None], tuple[CompiledRule, ...]] = field(
         default_factory=dict, repr=False
     )
@@ -141,13 +193,42 @@ class Policy:
                 self.candidates(point, tool.name, tool.connector, tool.action_class)
 
     def tool_trusted(self, tool: str | None) -> bool:
+        """Whether a tool's results are trusted as a whole (some fields may differ: :meth:`trust_of`)."""
+        return self.trust_of(tool).trusted
+
+    def trust_of(self, tool: str | None) -> Trust:
+        """How far a tool's results are trusted; an unknown tool's are not."""
+        found = self.trust.get(tool) if tool else None
+        if found is not None:
+            return found
         spec = self.tools.get(tool) if tool else None
         if spec is None:
-            return False
-        if spec.trusted_output is not None:
-            return spec.trusted_output
-        conn = self.connectors.get(spec.connector) if spec.connector else None
-        return conn.trusted if conn else True
+            return _UNTRUSTED
+        return _trust(spec, self.connectors)
+
+    @property
+    def indexes_flow(self) -> bool:
+        """Whether steps are indexed for information flow (flow rules or provenance functions)."""
+        return self.flow is not None or self.uses_provenance
+
+    def reload_lists(self, *names: str) -> dict[str, int]:
+        """Read file and SQL lists again (see :meth:`Lists.reload`)."""
+        return self.lists.reload(*names)
+
+
+_UNTRUSTED = Trust(False)
+
+
+def _trust(spec: ToolSpec, connectors: dict[str, ConnectorSpec]) -> Trust:
+    conn = connectors.get(spec.connector) if spec.connector else None
+    trusted = spec.trusted_output if spec.trusted_output is not None else (conn.trusted if conn else True)
+    if spec.trusted_fields or spec.untrusted_fields:
+        paths = spec.trusted_fields if not trusted else spec.untrusted_fields
+    elif conn is not None and conn.trusted == trusted:
+        paths = conn.trusted_fields if not trusted else conn.untrusted_fields
+    else:
+        paths = ()
+    return Trust(trusted, tuple(JsonPath(p) for p in paths))
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,8 +237,14 @@ class Policy:
 
 def _validation_errors(exc: ValidationError, located: Located, prefix: tuple[str | int, ...] = ()) -> list[str]:
     out = []
-    for err in exc.errors():
-        loc = prefix + tuple(err["loc"])
+    errors = exc.errors()
+    locs = [tuple(e["loc"]) for e in errors]
+    for err in errors:
+        here = tuple(err["loc"])
+        # "Tuple should have at least 1 item" after its items failed: the items' errors say it all
+        if err["type"] == "too_short" and any(len(o) > len(here) and o[: len(here)] == here for o in locs):
+            continue
+        loc = prefix + here
         # pydantic puts the model-validator name into loc for model-level errors; trim non-keys.
         shown = ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-")))
         msg = err["msg"]
@@ -226,9 +313,13 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
     planes: dict[str, dict[str, Any]] = {}
     plane_sources: dict[str, Source] = {}
     flow: FlowSpec | None = None
+    flow_rules: list[CompiledFlowRule] = []
     sessions: SessionsSpec | None = None
     approvals: ApprovalsSpec | None = None
     evidence = "required"
+    lists = Lists()
+    conditions: list[tuple[Condition, str, str]] = []
+    """Every compiled condition, where it is, and its rule (list references are checked at the end)."""
 
     def declare(kind: str, registry: dict[str, Any], item: Any, loc: tuple[str | int, ...], located: Located) -> None:
         key = f"{kind}:{item.name}"
@@ -251,12 +342,35 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
             defaults_data.update(spec.defaults.model_dump(exclude_unset=True))
         if spec.information_flow is not None:
             flow = spec.information_flow
+            flow_rules = []
             for i, fr in enumerate(flow.rules):
                 for j, g in enumerate(fr.tools):
                     if not any(Glob([g]).matches(n) for n in tools):
                         errors.append(
                             f"{located.where(('information_flow', 'rules', i, 'tools', j))}: flow rule {fr.id!r} names unknown tool {g!r}"
                         )
+                unless = None
+                if fr.unless is not None:
+                    try:
+                        unless = Condition(fr.unless, variables=FLOW_VARIABLES)
+                    except ValueError as exc:
+                        errors.append(
+                            f"{located.where(('information_flow', 'rules', i, 'unless'))}: flow rule {fr.id!r} unless: {exc}"
+                        )
+                    else:
+                        conditions.append((unless, located.where(("information_flow", "rules", i, "unless")), fr.id))
+                flow_rules.append(
+                    CompiledFlowRule(
+                        spec=fr,
+                        tools=Glob(fr.tools),
+                        kinds=frozenset(fr.kinds) if fr.kinds else None,
+                        unless=unless,
+                        mode=fr.mode or spec.mode,
+                        source=Source(located.path, located.line_of(("information_flow", "rules", i))),
+                    )
+                )
+        for name, ls in spec.lists.items():
+            lists.declare(name, ls, located.path.parent, located.where(("lists", name)))
         if spec.sessions is not None:
             sessions = spec.sessions
         if spec.evidence is not None:
@@ -274,6 +388,18 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
             if t.connector is not None and t.connector not in connectors:
                 errors.append(
                     f"{located.where(('tools', i, 'connector'))}: tool {t.name!r} names unknown connector {t.connector!r}"
+                )
+                continue
+            base = _trust(t, connectors).trusted
+            if base and t.trusted_fields:
+                errors.append(
+                    f"{located.where(('tools', i, 'trusted_fields'))}: tool {t.name!r}: its output is trusted already; "
+                    "name the fields that are not with `untrusted_fields`"
+                )
+            if not base and t.untrusted_fields:
+                errors.append(
+                    f"{located.where(('tools', i, 'untrusted_fields'))}: tool {t.name!r}: its output is untrusted already; "
+                    "name the fields that are with `trusted_fields`"
                 )
         for i, a in enumerate(spec.agents):
             for j, g in enumerate(a.tools):
@@ -305,6 +431,8 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
                     condition = Condition(r.when)
                 except ValueError as exc:
                     errors.append(f"{located.where(loc + ('when',))}: rule {r.id!r}: {exc}")
+                else:
+                    conditions.append((condition, located.where(loc + ("when",)), r.id))
             after = r.match.after
             rules.append(
                 CompiledRule(
@@ -320,20 +448,28 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
                     after_tools=Glob(after.tools if after else ()),
                     after_connectors=Glob(after.connectors if after else ()),
                     order=len(rules),
+                    overrides=Glob(r.override),
                 )
             )
     if not rules and not any(p.spec.unsafe_empty for p in packs):
         errors.append(
             f"{top.located.where(('name',))}: the composed policy has no rules (set `unsafe_empty: true` if that is meant)"
         )
+    for condition, where, rule_id in conditions:
+        for name in sorted(condition.list_names() - set(lists.names)):
+            errors.append(
+                f"{where}: rule {rule_id!r} reads lists.{name}, which the pack does not declare"
+                f" (declared: {', '.join(lists.names) or 'none'})"
+            )
+    if errors:
+        raise PolicyError(errors)
+    errors.extend(lists.load_all())
     if errors:
         raise PolicyError(errors)
 
     digest = hashlib.sha256()
     for pack in packs:
-        # a pack without the (later) `approvals:` section hashes as it did before the section existed
-        skip = {"approvals"} if pack.spec.approvals is None else None
-        digest.update(canonical_json(json.loads(pack.spec.model_dump_json(by_alias=True, exclude=skip))))
+        digest.update(canonical_json(_hash_view(json.loads(pack.spec.model_dump_json(by_alias=True)))))
     policy = Policy(
         name=top.spec.name,
         version=top.spec.version,
@@ -354,9 +490,44 @@ def _compile(packs: list[_LoadedPack]) -> Policy:
         flow_globs=[Glob(r.tools) for r in flow.rules] + [Glob(flow.tools)] if flow else [],
         sessions=sessions,
         evidence=evidence,
+        flow_rules=flow_rules if flow else [],
+        lists=lists,
+        trust={name: _trust(t, connectors) for name, t in tools.items()},
+        uses_provenance=any(c.uses_provenance for c, _, _ in conditions),
     )
     policy.warm()
     return policy
+
+
+# Keys added to the pack format after its hash was first defined: at their default they are left out,
+# so a pack that does not use them hashes exactly as before they existed.
+_LATER_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("approvals", "lists"),
+    "connectors": ("trusted_fields", "untrusted_fields"),
+    "tools": ("trusted_fields", "untrusted_fields"),
+    "rules": ("override",),
+    "information_flow.rules": ("kinds", "unless", "mode"),
+    "defaults": ("approval",),
+}
+
+
+def _hash_view(data: dict[str, Any]) -> dict[str, Any]:
+    def drop(obj: Any, keys: tuple[str, ...]) -> None:
+        if isinstance(obj, dict):
+            for k in keys:
+                if k in obj and obj[k] in (None, [], {}):
+                    del obj[k]
+
+    drop(data, _LATER_KEYS[""])
+    for section in ("connectors", "tools", "rules"):
+        for item in data.get(section) or ():
+            drop(item, _LATER_KEYS[section])
+    flow = data.get("information_flow")
+    if isinstance(flow, dict):
+        for item in flow.get("rules") or ():
+            drop(item, _LATER_KEYS["information_flow.rules"])
+    drop(data.get("defaults"), _LATER_KEYS["defaults"])
+    return data
 
 
 def _check_rule_refs(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,6 +20,8 @@ __all__ = [
     "Defaults",
     "FlowRuleSpec",
     "FlowSpec",
+    "ListSpec",
+    "ListSqlSpec",
     "Match",
     "NotifySpec",
     "ObligationSpec",
@@ -33,6 +36,10 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*$")
 _GLOB = re.compile(r"^[A-Za-z0-9_*?\[\]!][A-Za-z0-9_.:/*?\[\]!-]*$")
 
 
+_NOT_OVERRIDABLE = ("reasoning", "engine", "approvals", "approval", "sessions", "evidence", "defaults", "purpose")
+"""Where findings come from that no rule may override (the engine's own; plane errors neither)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,6 +51,14 @@ def _check_names(values: tuple[str, ...], what: str, pattern: re.Pattern[str]) -
     return values
 
 
+def _check_paths(values: tuple[str, ...]) -> tuple[str, ...]:
+    from .._flow import JsonPath
+
+    for v in values:
+        JsonPath(v)  # raises ValueError naming what it cannot read
+    return values
+
+
 class ConnectorSpec(_Strict):
     name: str
     description: str = ""
@@ -51,12 +66,29 @@ class ConnectorSpec(_Strict):
     """Content from an untrusted connector (web, email, CRM notes) taints the session."""
     labels: tuple[str, ...] = ()
     """Classification labels carried by everything read from this connector."""
+    trusted_fields: tuple[str, ...] = ()
+    """JSON paths of result fields that are trusted although the connector is not (``$[*].iban``)."""
+    untrusted_fields: tuple[str, ...] = ()
+    """JSON paths of result fields that are untrusted although the connector is trusted (``$[*].note``)."""
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         _check_names((v,), "connector name", _NAME)
         return v
+
+    @field_validator("trusted_fields", "untrusted_fields")
+    @classmethod
+    def _paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_paths(v)
+
+    @model_validator(mode="after")
+    def _trust(self) -> ConnectorSpec:
+        if self.trusted and self.trusted_fields:
+            raise ValueError("`trusted_fields` applies to an untrusted connector (`trusted: false`); use `untrusted_fields`")
+        if not self.trusted and self.untrusted_fields:
+            raise ValueError("`untrusted_fields` applies to a trusted connector; use `trusted_fields`")
+        return self
 
 
 class ToolSpec(_Strict):
@@ -68,6 +100,11 @@ class ToolSpec(_Strict):
     """A JSON-Schema-like object schema of the tool's arguments (checked before the tool runs)."""
     trusted_output: bool | None = None
     """Whether results are trusted; defaults to the connector's ``trusted``."""
+    trusted_fields: tuple[str, ...] = ()
+    """JSON paths of result fields that are trusted although the output is not (``$.recipient``,
+    ``$.transactions[*].iban``); replaces the connector's."""
+    untrusted_fields: tuple[str, ...] = ()
+    """JSON paths of result fields that are untrusted although the output is trusted; replaces the connector's."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -76,6 +113,21 @@ class ToolSpec(_Strict):
     def _name(cls, v: str) -> str:
         _check_names((v,), "tool name", _NAME)
         return v
+
+    @field_validator("trusted_fields", "untrusted_fields")
+    @classmethod
+    def _paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_paths(v)
+
+    @model_validator(mode="after")
+    def _trust(self) -> ToolSpec:
+        if self.trusted_fields and self.untrusted_fields:
+            raise ValueError("a tool names either `trusted_fields` (its output is untrusted) or `untrusted_fields`, not both")
+        if self.trusted_output is True and self.trusted_fields:
+            raise ValueError("`trusted_fields` applies to untrusted output (`trusted_output: false`); use `untrusted_fields`")
+        if self.trusted_output is False and self.untrusted_fields:
+            raise ValueError("`untrusted_fields` applies to trusted output; use `trusted_fields`")
+        return self
 
 
 class AgentSpec(_Strict):
@@ -160,11 +212,28 @@ class RuleSpec(_Strict):
     obligations: tuple[ObligationSpec, ...] = ()
     mode: Mode | None = None
     """Overrides the pack's mode for this rule."""
+    override: tuple[str, ...] = ()
+    """Plane findings this rule overrides when it matches (``network.unlisted``, ``data.pii_blocked``,
+    globs, or a plane rule's id): they stay in the decision, marked overridden by this rule, and no
+    longer argue for their verdict. Plane errors can never be overridden."""
 
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
         _check_names((v,), "rule id", _NAME)
+        return v
+
+    @field_validator("override")
+    @classmethod
+    def _override(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for sel in v:
+            if "." not in sel or not _GLOB.match(sel):
+                raise ValueError(f"override {sel!r} must name a plane finding as plane.code (e.g. network.unlisted)")
+            plane, _, code = sel.partition(".")
+            if any(fnmatchcase(p, plane) for p in _NOT_OVERRIDABLE) or any(
+                fnmatchcase(c, code) for c in ("plane_error", "error")
+            ):
+                raise ValueError(f"override {sel!r}: plane errors and the engine's own findings can never be overridden")
         return v
 
     @model_validator(mode="after")
@@ -175,6 +244,8 @@ class RuleSpec(_Strict):
             raise ValueError("`approval:` only applies to verdict require_approval")
         if self.when is not None and not self.when.strip():
             raise ValueError("`when:` is empty")
+        if self.override and not self.verdict.proceeds:
+            raise ValueError("`override:` lets an action proceed despite a plane's finding: the rule's verdict must be allow")
         return self
 
 
@@ -186,6 +257,13 @@ class FlowRuleSpec(_Strict):
     """Tool globs this rule covers; empty: every consequential tool."""
     fields: tuple[str, ...] = ()
     """Argument fields to check (``to``, ``payment.account``); empty: all arguments."""
+    kinds: tuple[Literal["email", "url", "host", "domain", "account", "amount", "text"], ...] = ()
+    """Kinds of value that count (addresses, links, accounts… or ``text``: six words copied); empty: all."""
+    unless: str | None = None
+    """A CEL exemption: a match for which it is true does not count. It sees the rule variables
+    and ``match`` (``field``, ``kind``, ``value`` as normalized, ``source``: the tool that brought it)."""
+    mode: Mode | None = None
+    """Overrides the pack's mode for this rule (``shadow`` to trial it, ``warn`` to flag only)."""
     verdict: Verdict
     reason: str | None = None
     approval: ApprovalSpec | None = None
@@ -201,6 +279,8 @@ class FlowRuleSpec(_Strict):
             raise ValueError("a require_approval flow rule needs `approval:` naming the approver role")
         if self.verdict in (Verdict.MODIFY, Verdict.NARROW):
             raise ValueError("a flow rule's verdict is block, require_approval, defer or allow")
+        if self.unless is not None and not self.unless.strip():
+            raise ValueError("`unless:` is empty")
         return self
 
 
@@ -224,6 +304,67 @@ class Defaults(_Strict):
     """A modify action is never allowed by ``no_match``; only an explicit rule allows it."""
     other_points: Literal["block", "allow"] = "allow"
     """Verdict for points other than tool_call (input, results, outputs) no rule matched."""
+    approval: ApprovalSpec | None = None
+    """Who approves a ``require_approval`` that names no approver itself (a plane's finding such as
+    ``network.unlisted``, a data-plane entity, ``no_match: require_approval``). Without it such a
+    verdict blocks, saying so: a request nobody can approve is never filed."""
+
+
+class ListSqlSpec(_Strict):
+    """A list read from a database: the first column of every row the query returns."""
+
+    url: str | None = None
+    """A SQLAlchemy URL (no password in a pack: use ``url_env``)."""
+    url_env: str | None = None
+    """The environment variable holding the URL."""
+    query: str = Field(min_length=1)
+    """``SELECT iban FROM payees WHERE holder = 'emma'``: read only, one column."""
+
+    @model_validator(mode="after")
+    def _one(self) -> ListSqlSpec:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("a SQL list names exactly one of `url` and `url_env`")
+        if self.url_env is not None:
+            _env_name(self.url_env)
+        if not re.match(r"^\s*(select|with)\b", self.query, re.IGNORECASE) or ";" in self.query.strip().rstrip(";"):
+            raise ValueError("a SQL list's `query` is one SELECT statement")
+        return self
+
+
+class ListSpec(_Strict):
+    """A named list of values (payees, contacts, allowed sites): inline, from a file, or from SQL.
+    CEL reads it as ``lists.NAME``; the information-flow index treats its values as trusted."""
+
+    values: tuple[str, ...] | None = None
+    file: str | None = None
+    """A file (relative to the pack): one value a line (``#`` comments), or a YAML / JSON list."""
+    sql: ListSqlSpec | None = None
+    ttl: float | None = Field(default=None, gt=0)
+    """Seconds after which a file or SQL list is read again (``Governor.reload_lists()`` any time)."""
+    description: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inline(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return {"values": v}
+        return v
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _strings(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return tuple(str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x for x in v)
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ListSpec:
+        given = [k for k in ("values", "file", "sql") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a list is inline (a YAML list or `values:`), `file:` or `sql:` — exactly one")
+        if self.ttl is not None and self.values is not None:
+            raise ValueError("`ttl` applies to file and SQL lists")
+        return self
 
 
 class SessionsSpec(_Strict):
@@ -313,6 +454,8 @@ class PackSpec(_Strict):
     """Per-plane configuration, validated by each installed plane."""
     information_flow: FlowSpec | None = None
     """Taint tracking from untrusted content to consequential actions (off when absent)."""
+    lists: dict[str, ListSpec] = Field(default_factory=dict)
+    """Named lists (``lists.NAME`` in CEL; trusted values for information flow)."""
     sessions: SessionsSpec | None = None
     """Where session state lives (default: in the process; a database URL for many workers)."""
     evidence: Literal["required", "best_effort"] | None = None
@@ -325,6 +468,14 @@ class PackSpec(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         _check_names((v,), "pack name", _NAME)
+        return v
+
+    @field_validator("lists")
+    @classmethod
+    def _list_names(cls, v: dict[str, ListSpec]) -> dict[str, ListSpec]:
+        for name in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"list name {name!r} must be an identifier (lists.{name} in CEL)")
         return v
 
     @field_validator("version", mode="before")
