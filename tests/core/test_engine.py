@@ -413,3 +413,16 @@ def test_tool_results_become_canonical_json_whatever_they_are() -> None:
     result = [a for a, _, _ in sink.decisions if a.point is MediationPoint.TOOL_RESULT]
     assert result and result[0].content == {"score": None}
     canonical_json(result[0].to_json())
+
+
+def test_an_unknown_tool_is_blocked_in_warn_and_shadow_mode_too(tmp_path: Path) -> None:
+    for mode in ("warn", "shadow"):
+        pack = tmp_path / f"{mode}.yaml"
+        pack.write_text(
+            f"name: p\nmode: {mode}\nconnectors: [{{name: t}}]\ntools: [{{name: t.a, connector: t, class: read}}]\n"
+            "agents: [{name: ag, purpose: testing}]\nrules: [{id: a, match: {}, verdict: allow}]\n"
+        )
+        d = Governor(pack).decide(
+            Action(point="tool_call", tool="db.drop_all", principal=[{"kind": "agent", "id": "ag"}], session_id="s")
+        )
+        assert d.verdict is Verdict.BLOCK and "defaults.unknown_tool" in d.rule_ids, mode

@@ -55,20 +55,26 @@ def test_shipped_packs_require_evidence() -> None:
         assert load_policy(pack).evidence == "required", pack
 
 
-def test_a_required_pack_makes_the_ledger_write_every_record_before_the_step_goes_on(tmp_path: Path) -> None:
+def test_under_a_required_pack_every_record_waits_for_the_disk(tmp_path: Path) -> None:
     from fiveplane import open_ledger
 
     led = open_ledger(f"sqlite:///{tmp_path / 'l.db'}", origin="test.local/required")
     try:
-        assert led.required is False
-        Governor(_pack(tmp_path, "best_effort"), evidence=led)
-        assert led.required is False
-        Governor(_pack(tmp_path, None), evidence=led)
-        assert led.required is True
+        seen: list[bool] = []
+        real = led.record_decision
+
+        def spy(action, decision, *, durable):  # type: ignore[no-untyped-def]
+            seen.append(durable)
+            return real(action, decision, durable=durable)
+
+        led.record_decision = spy  # type: ignore[method-assign]
+        Governor(_pack(tmp_path, "best_effort"), evidence=led).decide(call("e-4", "notes.read"))
+        Governor(_pack(tmp_path, None), evidence=led).decide(call("e-5", "notes.read"))
+        assert seen == [False, True]  # a read: durable only when the pack requires evidence
         (tmp_path / "l.db").unlink()  # the ledger disappears: a read is blocked, nothing runs unrecorded
-        gov = Governor(_pack(tmp_path, None), evidence=led)
-        d = gov.decide(call("e-4", "notes.read"))
+        d = Governor(_pack(tmp_path, None), evidence=led).decide(call("e-6", "notes.read"))
         assert d.verdict is Verdict.BLOCK and d.rule_ids == ("evidence.error",)
+        assert led.required is False  # the caller's ledger object is left as it was
     finally:
         try:
             led.close()

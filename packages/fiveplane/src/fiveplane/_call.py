@@ -432,11 +432,15 @@ class Refusal:
     """Why the call could not even be judged (``decision`` is then ``None``)."""
     note: str | None = None
     """Why asking for approval ended without an answer that decides (a refused answer, a timeout)."""
+    cause: Exception | None = None
+    """Recording the refusal's outcome failed too (the ledger is down): raised ``from`` it."""
 
     def exception(self) -> Exception:
-        """The exception a raising driver throws for this refusal."""
+        """The exception a raising driver throws for this refusal (its ``__cause__`` set to :attr:`cause`)."""
         if self.decision is not None:
-            return exception_for(self.decision, self.action)
+            exc = exception_for(self.decision, self.action)
+            exc.__cause__ = self.cause
+            return exc
         return self.error if self.error is not None else ValueError(self.text)
 
 
@@ -452,6 +456,18 @@ class _Pending:
     refused: str | None = None
     """Why asking ended without a deciding answer (a sentence), when the call gives up asking."""
     resumed: bool = False
+
+
+def _noted(action: Action, status: OutcomeStatus, **detail: Any) -> Flow[Exception | None]:
+    """Record the outcome of something that did not run. Its decision already stops it, so a record
+    that fails (the ledger is down: the decision says so) does not replace the refusal: the failure
+    comes back, to be the refusal's ``cause``."""
+    try:
+        yield Record(action, Outcome(action_id=action.action_id, status=status, detail=detail), False)
+    except Exception as exc:
+        log.warning("could not record the %s outcome of action %s", status.value, action.action_id, exc_info=True)
+        return exc
+    return None
 
 
 # ---- the approval answer ------------------------------------------------------------------------------
@@ -641,19 +657,17 @@ class CallProtocol:
             p = yield from self._approve(p, c)
         action, decision = p.action, p.decision
         if not decision.verdict.proceeds:
-            yield Record(action, Outcome(action_id=action.action_id, status=stop_status(decision)), False)
+            cause = yield from _noted(action, stop_status(decision))
             if decision.verdict is Verdict.BLOCK:
                 yield from self._settle(p)
             text = refusal_text(decision)
             if p.refused:
                 text = f"{text} {p.refused}"
-            return Refusal(decision, text, stop_status(decision), action, note=p.refused)
+            return Refusal(decision, text, stop_status(decision), action, note=p.refused, cause=cause)
         args = dict(decision.modified_arguments) if decision.modified_arguments is not None else p.args
         capability = yield Blocking(self.capability, (self.governor, action, decision))
         if decision.verdict is Verdict.NARROW and capability is None:
-            yield Record(
-                action, Outcome(action_id=action.action_id, status=OutcomeStatus.BLOCKED, detail={"reason": "no capability"})
-            )
+            yield from _noted(action, OutcomeStatus.BLOCKED, reason="no capability")
             return Refusal(
                 decision,
                 "fiveplane blocked this tool call; it did not run: the decision narrows its authority but no identity "
@@ -721,7 +735,7 @@ class CallProtocol:
             if rd.modified_content is not None:
                 return c.adapter.replace(result, rd.modified_content)
             return result
-        yield Record(res_action, Outcome(action_id=res_action.action_id, status=stop_status(rd)), False)
+        yield from _noted(res_action, stop_status(rd))
         return c.adapter.withhold(result, rd, f"fiveplane withheld this tool result ({rd.verdict.value}). {rd.explanation}")
 
     # -- approvals -----------------------------------------------------------------------------------
@@ -747,7 +761,7 @@ class CallProtocol:
             rounds += 1
             req: ApprovalRequest = yield Blocking(store.get, (rid,))
             if not (p.resumed and rounds == 1):  # the paused pass already recorded its pending outcome
-                yield Record(p.action, Outcome(action_id=p.action.action_id, status=OutcomeStatus.APPROVAL_PENDING), False)
+                yield from _noted(p.action, OutcomeStatus.APPROVAL_PENDING)
             try:
                 answer = yield Ask(self.approval_payload(p, c, req, error), req, p.decision, p.action)
             except BaseException as exc:
@@ -854,7 +868,7 @@ class CallProtocol:
                 )
             decision: Decision = yield Decide(call)
             if not decision.verdict.proceeds:
-                yield Record(call, Outcome(action_id=call.action_id, status=stop_status(decision)), False)
+                yield from _noted(call, stop_status(decision))
                 return Refusal(decision, f"fiveplane refused this retrieval. {decision.explanation}", stop_status(decision), call)
         t0 = time.perf_counter()
         items: Sequence[I]

@@ -150,10 +150,6 @@ class Governor:
         if getattr(self.sessions, "record", False) is None and callable(getattr(evidence, "record", None)):
             self.sessions.record = evidence.record  # type: ignore[attr-defined, union-attr]  # evictions become evidence
         self.evidence = evidence
-        if self.policy.evidence == "required" and getattr(evidence, "required", None) is False:
-            # the pack requires evidence: every record is durable before the step goes on, so a
-            # ledger that cannot write blocks every class, not only the durable ones
-            evidence.required = True  # type: ignore[union-attr]
         self.redact = redact
         self.durable_classes = durable_classes
         self.approvals = approvals
@@ -704,7 +700,9 @@ class Governor:
         return outcome.model_copy(update={"error": self.redact_text(outcome.error, action)})
 
     def _durable(self, action: Action) -> bool:
-        return action.action_class in self.durable_classes
+        """Must this action's records be on disk before it goes on? Always under ``evidence: required``
+        (the default: a ledger that cannot write blocks every class), else for ``durable_classes``."""
+        return self.policy.evidence == "required" or action.action_class in self.durable_classes
 
     def record_outcome(self, action: Action, outcome: Outcome, *, durable: bool | None = None) -> None:
         """Record what happened (an error message redacted); durable by default for ``durable_classes``."""

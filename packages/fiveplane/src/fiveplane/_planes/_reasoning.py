@@ -172,8 +172,9 @@ class ReasoningPlane:
             result.add(
                 "unknown_tool", f"tool {action.tool!r} is not in the policy's catalog", verdict=verdict, severity=Severity.HIGH
             )
+            # enforced in every mode: warn / shadow trial a pack's rules, never an uncatalogued tool
             contributions.append(
-                Contribution(verdict, "defaults.unknown_tool", policy.mode, f"{action.tool} is not a catalogued tool")
+                Contribution(verdict, "defaults.unknown_tool", Mode.ENFORCE, f"{action.tool} is not a catalogued tool")
             )
             return result, contributions
 
