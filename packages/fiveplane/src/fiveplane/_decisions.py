@@ -208,6 +208,20 @@ class Decision(BaseModel):
     modified_content: Any = None
     """For ``modify`` on content points: the content the next step receives instead."""
 
+    @classmethod
+    def trusted(cls, **values: Any) -> Decision:
+        """Build a Decision from values the engine made itself, already of the right types (every
+        field given): no validation. Anything built from outside input goes through the
+        constructor."""
+        if values.keys() != _DECISION_FIELDS:
+            raise TypeError(f"Decision.trusted needs exactly its fields (missing {sorted(_DECISION_FIELDS - values.keys())})")
+        d = cls.__new__(cls)
+        object.__setattr__(d, "__dict__", values)
+        object.__setattr__(d, "__pydantic_fields_set__", set(values))
+        object.__setattr__(d, "__pydantic_extra__", None)
+        object.__setattr__(d, "__pydantic_private__", None)
+        return d
+
     @property
     def allowed(self) -> bool:
         """True when the action may run now."""
@@ -235,3 +249,6 @@ class Decision(BaseModel):
             "errors",
         ]
         return {k: data[k] for k in keys}
+
+
+_DECISION_FIELDS = frozenset(Decision.model_fields)

@@ -42,6 +42,7 @@ from ._decisions import Decision, Finding, Mode, ObligationKind, Severity, Verdi
 from ._evidence import EvidenceSink, Outcome, digest_value
 from ._flow import FlowContent, split_trust
 from ._planes._base import BasePlane, PlaneContext, PlaneResult
+from ._planes._plan import Plan, plan_for
 from ._planes._reasoning import Contribution, ReasoningPlane, describe
 from ._planes._registry import planes_for
 from ._policy._load import Policy, load_policy
@@ -281,34 +282,8 @@ class Governor:
 
     def normalize(self, action: Action) -> tuple[Action, list[Finding]]:
         """Fill connector and class from the catalog (which is authoritative)."""
-        spec = self.policy.tools.get(action.tool) if action.tool else None
-        if spec is None:
-            return action, []
-        notes: list[Finding] = []
-        updates: dict[str, Any] = {}
-        if action.action_class is not spec.action_class:
-            if action.action_class is not None:
-                notes.append(
-                    Finding(
-                        plane="reasoning",
-                        code="class_from_catalog",
-                        message=f"{action.tool} is {spec.action_class.value} per the catalog, not {action.action_class.value}",
-                        severity=Severity.WARNING,
-                    )
-                )
-            updates["action_class"] = spec.action_class
-        if spec.connector and action.connector != spec.connector:
-            if action.connector is not None:
-                notes.append(
-                    Finding(
-                        plane="reasoning",
-                        code="connector_from_catalog",
-                        message=f"{action.tool} talks to {spec.connector} per the catalog, not {action.connector}",
-                        severity=Severity.WARNING,
-                    )
-                )
-            updates["connector"] = spec.connector
-        return (action.model_copy(update=updates) if updates else action), notes
+        plan = plan_for(self.policy, action.point, action.tool, action.connector, action.action_class)
+        return plan.normalize(action), list(plan.notes)
 
     # The path of one decision is written once, as a generator of effects (evaluate the planes, their
     # on_decision, the evidence write, blocking I/O); ``decide`` and ``adecide`` drive it, so sync and
@@ -319,13 +294,15 @@ class Governor:
     def decide(self, action: Action) -> Decision:
         """Judge one action (sync). Never raises for a bad action or a failing plane: it blocks."""
         t0 = time.perf_counter_ns()
-        action, notes = self.normalize(action)
+        plan = plan_for(self.policy, action.point, action.tool, action.connector, action.action_class)
+        if plan.updates:
+            action = plan.normalize(action)
         try:
             tx = self.sessions.begin(action.session_id)
         except Exception as exc:  # noqa: BLE001 - no session state, no decision but block
             return self._notify(action, self._unjudged(action, exc, t0))
         try:
-            decision = self._drive(self._decision_flow(action, notes, tx, t0))
+            decision = self._drive(self._decision_flow(action, plan, tx, t0))
         finally:
             tx.close()
         return self._notify(action, decision)
@@ -333,13 +310,15 @@ class Governor:
     async def adecide(self, action: Action) -> Decision:
         """Async twin of :meth:`decide`; planes run concurrently, heavy ones and I/O off the event loop."""
         t0 = time.perf_counter_ns()
-        action, notes = self.normalize(action)
+        plan = plan_for(self.policy, action.point, action.tool, action.connector, action.action_class)
+        if plan.updates:
+            action = plan.normalize(action)
         try:
             tx = await self.sessions.abegin(action.session_id)
         except Exception as exc:  # noqa: BLE001
             return self._notify(action, await asyncio.to_thread(self._unjudged, action, exc, t0))
         try:
-            decision = await self._adrive(self._decision_flow(action, notes, tx, t0))
+            decision = await self._adrive(self._decision_flow(action, plan, tx, t0))
         finally:
             if tx.blocking:
                 await asyncio.to_thread(tx.close)
@@ -347,23 +326,27 @@ class Governor:
                 tx.close()
         return self._notify(action, decision)
 
-    def _decision_flow(self, action: Action, notes: list[Finding], tx: SessionTx, t0: int) -> Generator[_Effect, Any, Decision]:
+    def _decision_flow(self, action: Action, plan_: Plan, tx: SessionTx, t0: int) -> Generator[_Effect, Any, Decision]:
         state = tx.state
         now = self.clock()
         if state.expired is not None:
             decision = self._expired(action, state, now, t0)
             return (yield from self._record_or_fail(action, decision))
-        contexts = [PlaneContext(self.policy, state, now, self._configs.get(p.name), tx.staged) for p in self.planes]
-        results: list[PlaneResult] = yield _Evaluate(action, contexts)
+        if self.planes:
+            contexts = [PlaneContext(self.policy, state, now, self._configs.get(p.name), tx.staged) for p in self.planes]
+            results: list[PlaneResult] = yield _Evaluate(action, contexts)
+        else:
+            contexts, results = [], []
         ctx = PlaneContext(self.policy, state, now, None, tx.staged)
         try:
-            reasoning, contributions = self.reasoning.evaluate(action, ctx)
+            reasoning, contributions = self.reasoning.evaluate(action, ctx, plan_)
         except Exception as exc:  # noqa: BLE001 - fail closed
             reasoning = PlaneResult.error("reasoning", exc)
             contributions = [Contribution(Verdict.BLOCK, "engine.error", Mode.ENFORCE, str(exc))]
-        reasoning.findings[:0] = notes
+        if plan_.notes:
+            reasoning.findings[:0] = plan_.notes
         decision = self.reasoning.combine(
-            action, self.policy, contributions, [reasoning, *results], now, (time.perf_counter_ns() - t0) / 1000
+            action, self.policy, contributions, [reasoning, *results], now, (time.perf_counter_ns() - t0) / 1000, plan_
         )
         plan = _ApprovalPlan()
         if self.approvals is not None:
@@ -371,9 +354,11 @@ class Governor:
                 decision = yield from self._plan_approval(action, decision, ctx, plan)
             except Exception as exc:  # noqa: BLE001 - an approval store that fails never lets anything through
                 decision, plan = _fail(decision, "approvals", exc), _ApprovalPlan()
-        decision = yield _OnDecision(action, decision, contexts)
-        decision = yield from self._record_or_fail(action, decision)
-        return (yield from self._commit(action, decision, results, plan, tx))
+        if self.planes:
+            decision = yield _OnDecision(action, decision, contexts)
+        if self.evidence is not None:
+            decision = yield from self._record_or_fail(action, decision)
+        return (yield from self._commit(action, decision, results, plan, tx, plan_.count_keys))
 
     def _record_or_fail(self, action: Action, decision: Decision) -> Generator[_Effect, Any, Decision]:
         if self.evidence is None:
@@ -446,7 +431,13 @@ class Governor:
         )
 
     def _commit(
-        self, action: Action, decision: Decision, results: list[PlaneResult], plan: _ApprovalPlan, tx: SessionTx
+        self,
+        action: Action,
+        decision: Decision,
+        results: list[PlaneResult],
+        plan: _ApprovalPlan,
+        tx: SessionTx,
+        count_keys: tuple[str, ...] | None = None,
     ) -> Generator[_Effect, Any, Decision]:
         """The decision's one change, after every veto: approval consumed or filed, then the session step."""
         store = self.approvals
@@ -469,6 +460,7 @@ class Governor:
                 labels=frozenset().union(*(r.labels for r in results)) if results else frozenset(),
                 flow=self._flow_content(action, untrusted, tx.state, results) if proceeds else None,
                 extra=tx.staged,
+                count_keys=count_keys,
             )
             if tx.blocking:
                 yield _IO(tx.commit, (change,))

@@ -86,6 +86,9 @@ class SessionCommit:
     """Content indexed for information flow (only when the step proceeded)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Plane state staged during the decision (JSON values), keyed by the plane's own names."""
+    keys: tuple[str, ...] | None = None
+    """The ``session.counts`` keys of the step's tool, connector and class, when known in advance
+    (the decision plan has them); else they are derived from the step."""
 
     @classmethod
     def of(
@@ -97,6 +100,7 @@ class SessionCommit:
         labels: frozenset[str] = frozenset(),
         flow: FlowContent | None = None,
         extra: Mapping[str, Any] | None = None,
+        count_keys: tuple[str, ...] | None = None,
     ) -> SessionCommit:
         step = Step(
             action_id=action.action_id,
@@ -116,7 +120,8 @@ class SessionCommit:
             purpose=action.purpose if is_input else None,
             labels=(labels | frozenset(action.labels)) if proceeds else frozenset(),
             flow=flow if proceeds else None,
-            extra=dict(extra or {}),
+            extra=dict(extra) if extra else {},
+            keys=count_keys,
         )
 
     def count_keys(self) -> list[str]:
@@ -124,6 +129,8 @@ class SessionCommit:
         s = self.step
         if not s.verdict.proceeds:
             return []
+        if self.keys is not None:
+            return list(self.keys)
         keys = []
         if s.tool:
             keys.append(f"tool:{s.tool}")

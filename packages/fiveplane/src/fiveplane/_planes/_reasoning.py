@@ -11,19 +11,21 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from .._actions import Action, ActionClass, MediationPoint
+from .._actions import Action, MediationPoint, PrincipalKind
 from .._decisions import Decision, Finding, Mode, Obligation, ObligationKind, Severity, Verdict, strongest
 from .._flow import FlowIndex, FlowMatch
 from .._policy._cel import ConditionError
 from .._policy._lists import ListError
 from .._policy._load import CompiledFlowRule, CompiledRule, Glob, Policy
-from .._policy._models import ApprovalSpec
 from .._session import SessionState
 from ._base import PlaneContext, PlaneResult
+from ._plan import Plan, approval_obligation, plan_for
 
 __all__ = ["Contribution", "ReasoningPlane", "describe", "explain"]
 
 PLANE = "reasoning"
+_TOOL_POINTS = frozenset({MediationPoint.TOOL_CALL, MediationPoint.TOOL_RESULT})
+_AGENT_POINTS = frozenset({MediationPoint.TOOL_CALL, MediationPoint.DELEGATION})
 
 
 @dataclass(frozen=True)
@@ -160,14 +162,18 @@ class ReasoningPlane:
 
     # ---- judging ------------------------------------------------------------------------------
 
-    def evaluate(self, action: Action, ctx: PlaneContext) -> tuple[PlaneResult, list[Contribution]]:
+    def evaluate(
+        self, action: Action, ctx: PlaneContext, plan: Plan | None = None
+    ) -> tuple[PlaneResult, list[Contribution]]:
         policy, session = ctx.policy, ctx.session
+        if plan is None:
+            plan = plan_for(policy, action.point, action.tool, action.connector, action.action_class)
         result = PlaneResult(plane=PLANE)
         contributions: list[Contribution] = []
         defaults = policy.defaults
+        point = action.point
 
-        tool_spec = policy.tools.get(action.tool) if action.tool else None
-        if action.point in (MediationPoint.TOOL_CALL, MediationPoint.TOOL_RESULT) and tool_spec is None:
+        if plan.tool_spec is None and point in _TOOL_POINTS:
             verdict = Verdict(defaults.unknown_tool)
             result.add(
                 "unknown_tool", f"tool {action.tool!r} is not in the policy's catalog", verdict=verdict, severity=Severity.HIGH
@@ -180,8 +186,7 @@ class ReasoningPlane:
 
         agent = action.agent
         agent_spec = policy.agents.get(agent.id) if agent else None
-        needs_agent = action.point in (MediationPoint.TOOL_CALL, MediationPoint.DELEGATION)
-        if agent_spec is None and action.point is not MediationPoint.INPUT and (agent is not None or needs_agent):
+        if agent_spec is None and point is not MediationPoint.INPUT and (agent is not None or point in _AGENT_POINTS):
             verdict = Verdict(defaults.unknown_agent)
             if verdict is not Verdict.ALLOW:
                 who = agent.id if agent else "no agent"
@@ -200,7 +205,7 @@ class ReasoningPlane:
                 contributions,
                 policy,
             )
-            if action.point is MediationPoint.DELEGATION:
+            if point is MediationPoint.DELEGATION:
                 target = str(action.arguments.get("to_agent", ""))
                 if target not in agent_spec.delegates_to:
                     result.add(
@@ -217,15 +222,17 @@ class ReasoningPlane:
                         )
                     )
 
-        if policy.flow is not None and action.point is MediationPoint.TOOL_CALL:
+        if policy.flow is not None and point is MediationPoint.TOOL_CALL:
             self._flow(action, ctx, result, contributions)
-        matched = self._match_rules(action, ctx, result, contributions)
-        if not matched:
-            contributions.append(self._default(action, policy))
-        elif not any(c.mode is Mode.ENFORCE and c.rule_id in matched for c in contributions):
+        if plan.rules:
+            enforced = self._match_rules(action, ctx, plan, result, contributions)
+        else:
+            enforced = None
+        if enforced is None:  # no rule matched
+            contributions.append(plan.default)
+        elif not enforced:
             # Only warn/shadow rules matched: enforcement behaves as if they were absent.
-            d = self._default(action, policy)
-            contributions.append(Contribution(d.verdict, d.rule_id, d.mode, d.reason, enforce_only=True))
+            contributions.append(plan.enforce_default)
         return result, contributions
 
     def _purpose(
@@ -270,29 +277,33 @@ class ReasoningPlane:
                     )
                 )
 
-    def _match_rules(self, action: Action, ctx: PlaneContext, result: PlaneResult, contributions: list[Contribution]) -> set[str]:
-        """Evaluate candidate rules; returns the ids of the rules that matched."""
-        policy, session = ctx.policy, ctx.session
-        candidates = policy.candidates(action.point, action.tool, action.connector, action.action_class)
-        matched: set[str] = set()
-        if not candidates:
-            return matched
-        roles = action.roles
+    def _match_rules(
+        self, action: Action, ctx: PlaneContext, plan: Plan, result: PlaneResult, contributions: list[Contribution]
+    ) -> bool | None:
+        """Evaluate the plan's candidate rules: ``None`` when none matched, else whether a matched
+        rule is in enforce mode."""
+        session = ctx.session
+        roles: frozenset[str] | None = None
         agent = action.agent
         cel_vars: _Vars | None = None
-        for rule in candidates:
-            m = rule.spec.match
-            if rule.roles and not (rule.roles & roles):
+        matched = False
+        enforced = False
+        for planned in plan.rules:
+            if planned.roles:
+                if roles is None:
+                    roles = action.roles
+                if not (planned.roles & roles):
+                    continue
+            if planned.agents is not None and not (agent and planned.agents.matches(agent.id)):
                 continue
-            if rule.agents and not (agent and rule.agents.matches(agent.id)):
+            rule = planned.rule
+            if planned.after and not self._after(rule, session):
                 continue
-            if m.after is not None and not self._after(rule, session):
-                continue
-            if rule.condition is not None:
+            cond = planned.condition
+            if cond is not None:
                 if cel_vars is None:
-                    cel_vars = _Vars(action, policy, session, ctx.now)
+                    cel_vars = _Vars(action, ctx.policy, session, ctx.now)
                 try:
-                    cond = rule.condition
                     if not cond.evaluate(cel_vars, cel_vars.provenance if cond.uses_provenance else None):
                         continue
                 except ConditionError as exc:
@@ -306,20 +317,14 @@ class ReasoningPlane:
                     contributions.append(
                         Contribution(Verdict.BLOCK, rule.id, Mode.ENFORCE, f"rule {rule.id} could not be evaluated ({exc})")
                     )
-                    matched.add(rule.id)
+                    matched = enforced = True
                     continue
-            matched.add(rule.id)
-            contributions.append(
-                Contribution(
-                    rule.verdict,
-                    rule.id,
-                    rule.mode,
-                    rule.spec.reason or rule.spec.description or f"rule {rule.id} matched",
-                    _obligations(rule),
-                    overrides=rule.overrides or None,
-                )
-            )
-        return matched
+            matched = True
+            contribution = planned.contribution
+            if contribution.mode is Mode.ENFORCE:
+                enforced = True
+            contributions.append(contribution)
+        return enforced if matched else None
 
     @staticmethod
     def _flow(action: Action, ctx: PlaneContext, result: PlaneResult, contributions: list[Contribution]) -> None:
@@ -378,7 +383,7 @@ class ReasoningPlane:
             )
             obligations: tuple[Obligation, ...] = ()
             if rule.spec.approval is not None:
-                obligations = (_approval(rule.spec.approval, rule.id),)
+                obligations = (approval_obligation(rule.spec.approval, rule.id),)
             reason = f"{rule.spec.reason.rstrip('.')}: {message}" if rule.spec.reason else message
             contributions.append(Contribution(rule.spec.verdict, rule.id, rule.mode, reason, obligations))
 
@@ -405,22 +410,6 @@ class ReasoningPlane:
             return True
         return False
 
-    @staticmethod
-    def _default(action: Action, policy: Policy) -> Contribution:
-        d = policy.defaults
-        if action.point is MediationPoint.TOOL_CALL:
-            if action.action_class is ActionClass.MODIFY:
-                return Contribution(
-                    Verdict(d.modify_without_rule),
-                    "defaults.modify_without_rule",
-                    policy.mode,
-                    f"no rule allows the modify action {action.tool}",
-                )
-            return Contribution(Verdict(d.no_match), "defaults.no_match", policy.mode, f"no rule matches {action.tool}")
-        return Contribution(
-            Verdict(d.other_points), "defaults.other_points", policy.mode, f"no rule matches this {action.point.value} step"
-        )
-
     # ---- combining ----------------------------------------------------------------------------
 
     def combine(
@@ -431,7 +420,34 @@ class ReasoningPlane:
         results: list[PlaneResult],
         evaluated_at: datetime,
         duration_us: float = 0.0,
+        plan: Plan | None = None,
     ) -> Decision:
+        simple = _simple(contributions, results)
+        if simple is not None:
+            # the common case: no plane found anything, every reason is enforced and none asks for
+            # approval: the strongest verdict and its reasons, with no further combining to do
+            winners = [c for c in contributions if c.verdict is simple]
+            obligations_: tuple[Obligation, ...] = ()
+            for c in winners:
+                if c.obligations:
+                    obligations_ += c.obligations
+            return Decision.trusted(
+                action_id=action.action_id,
+                verdict=simple,
+                policy_verdict=simple,
+                mode=Mode.ENFORCE,
+                rule_ids=tuple(dict.fromkeys(c.rule_id for c in winners)) if len(winners) > 1 else (winners[0].rule_id,),
+                findings=(),
+                obligations=obligations_,
+                explanation=explain(action, simple, simple, Mode.ENFORCE, winners, plan.what if plan else None),
+                policy_hash=policy.hash,
+                policy_version=policy.label,
+                evaluated_at=evaluated_at,
+                duration_us=duration_us,
+                errors=(),
+                modified_arguments=None,
+                modified_content=None,
+            )
         findings: list[Finding] = []
         obligations: list[Obligation] = []
         errors: list[str] = []
@@ -499,7 +515,7 @@ class ReasoningPlane:
             asking = next((c for c in winners if c.verdict is Verdict.REQUIRE_APPROVAL), None)
             asked_by = asking.rule_id if asking else "defaults"
             if policy.defaults.approval is not None:
-                obligations.append(_approval(policy.defaults.approval, asked_by))
+                obligations.append(approval_obligation(policy.defaults.approval, asked_by))
             else:
                 why = (
                     f"{asked_by} asks for approval but names no approver, and the pack sets no `defaults.approval`; "
@@ -521,7 +537,7 @@ class ReasoningPlane:
                 if policy_verdict is Verdict.REQUIRE_APPROVAL:
                     policy_verdict, mode, winners = Verdict.BLOCK, Mode.ENFORCE, [blocked, *winners]
         rule_ids = tuple(dict.fromkeys(c.rule_id for c in winners))
-        explanation = explain(action, verdict, policy_verdict, mode, winners)
+        explanation = explain(action, verdict, policy_verdict, mode, winners, plan.what if plan else None)
         return Decision(
             action_id=action.action_id,
             verdict=verdict,
@@ -532,7 +548,7 @@ class ReasoningPlane:
             obligations=tuple(obligations),
             explanation=explanation,
             policy_hash=policy.hash,
-            policy_version=f"{policy.name}@{policy.version}",
+            policy_version=policy.label,
             evaluated_at=evaluated_at,
             duration_us=duration_us,
             errors=tuple(errors),
@@ -541,20 +557,23 @@ class ReasoningPlane:
         )
 
 
-def _approval(a: ApprovalSpec, rule_id: str) -> Obligation:
-    return Obligation(
-        kind=ObligationKind.APPROVAL,
-        plane=PLANE,
-        params={"role": a.role, "separation_of_duties": a.separation_of_duties, "expires_in": a.expires_in},
-        rule_id=rule_id,
-    )
-
-
-def _obligations(rule: CompiledRule) -> tuple[Obligation, ...]:
-    out = [Obligation(kind=o.kind, plane=o.plane, params=o.params, rule_id=rule.id) for o in rule.spec.obligations]
-    if rule.spec.approval is not None:
-        out.append(_approval(rule.spec.approval, rule.id))
-    return tuple(out)
+def _simple(contributions: list[Contribution], results: list[PlaneResult]) -> Verdict | None:
+    """The verdict when combining has nothing to weigh but enforced reasons (no plane finding,
+    obligation or rewrite, no warn/shadow reason, no approval to arrange); else ``None``."""
+    for res in results:
+        if res.findings or res.obligations or res.modified_arguments is not None or res.content_modified:
+            return None
+    if not contributions:
+        return None
+    best = Verdict.ALLOW
+    rank = -1
+    for c in contributions:
+        if c.mode is not Mode.ENFORCE or c.enforce_only:
+            return None
+        r = c.verdict.rank
+        if r > rank:
+            best, rank = c.verdict, r
+    return None if best is Verdict.REQUIRE_APPROVAL else best
 
 
 def _match_view(m: FlowMatch) -> dict[str, Any]:
@@ -634,22 +653,35 @@ _VERBS = {
 }
 
 
-def describe(action: Action) -> str:
-    """What and for whom, e.g. ``email.send (invoke) for rep-1 via sales-assistant``."""
-    what = action.tool or action.point.value.replace("_", " ")
-    if action.tool and action.action_class:
-        what = f"{action.tool} ({action.action_class.value})"
-    who_parts = []
-    if action.user:
-        who_parts.append(action.user.id)
-    if action.agent:
-        who_parts.append(f"via {action.agent.id}")
-    return f"{what} for {' '.join(who_parts)}" if who_parts else what
+def describe(action: Action, what: str | None = None) -> str:
+    """What and for whom, e.g. ``email.send (invoke) for rep-1 via sales-assistant`` (``what``:
+    the first part, when the decision plan has it ready)."""
+    if what is None:
+        what = action.tool or action.point.value.replace("_", " ")
+        if action.tool and action.action_class:
+            what = f"{action.tool} ({action.action_class.value})"
+    user = agent = None
+    for link in action.principal:
+        if link.kind is PrincipalKind.USER:
+            if user is None:
+                user = link.id
+        elif link.kind is PrincipalKind.AGENT:
+            agent = link.id
+    if user is not None:
+        return f"{what} for {user} via {agent}" if agent is not None else f"{what} for {user}"
+    return f"{what} for via {agent}" if agent is not None else what
 
 
-def explain(action: Action, verdict: Verdict, policy_verdict: Verdict, mode: Mode, winners: list[Contribution]) -> str:
+def explain(
+    action: Action,
+    verdict: Verdict,
+    policy_verdict: Verdict,
+    mode: Mode,
+    winners: list[Contribution],
+    what: str | None = None,
+) -> str:
     """One sentence: what happened to which step, for whom, and why."""
-    subject = describe(action)
+    subject = describe(action, what)
     reason = winners[0].reason.rstrip(".") if winners else "no reason recorded"
     rule = winners[0].rule_id if winners else "-"
     more = f" (and {len(winners) - 1} more)" if len(winners) > 1 else ""

@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 import cel
 
+from ._celfast import UNDECIDED, compile_fast, project, projection
+
 __all__ = [
     "CEL_FUNCTIONS",
     "CEL_VARIABLES",
@@ -261,6 +263,24 @@ def _call_arguments(source: str, fn: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+class _Projected:
+    """A resolver that hands CEL only the fields of ``args`` / ``content`` the condition reads."""
+
+    __slots__ = ("_keys", "_resolve")
+
+    def __init__(self, resolve: Callable[[str], Any], keys: dict[str, frozenset[str]]) -> None:
+        self._resolve, self._keys = resolve, keys
+
+    def __call__(self, name: str) -> Any:
+        value = self._resolve(name)
+        keys = self._keys.get(name)
+        return value if keys is None else project(value, keys)
+
+    @property
+    def error(self) -> str | None:
+        return getattr(self._resolve, "error", None)
+
+
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -272,7 +292,17 @@ def _type_name(value: Any) -> str:
 class Condition:
     """A compiled CEL boolean expression."""
 
-    __slots__ = ("_parts", "_program", "_traps", "_variables", "functions", "source", "uses_provenance")
+    __slots__ = (
+        "_fast",
+        "_parts",
+        "_program",
+        "_projection",
+        "_traps",
+        "_variables",
+        "functions",
+        "source",
+        "uses_provenance",
+    )
 
     def __init__(self, source: str, *, variables: tuple[str, ...] = CEL_VARIABLES) -> None:
         self.source = source
@@ -292,6 +322,15 @@ class Condition:
         # Other variable names are either comprehension variables (the x in list.exists(x, ...)) or
         # mistakes; a mistake fails at run time and blocks (``policy check`` lints them).
         self._variables = variables
+        self._fast = compile_fast(source, variables) if not self._traps else None
+        """The condition as a Python closure (simple conditions only), exact where it answers."""
+        self._projection = projection(source, variables)
+        """First-level fields of ``args`` / ``content`` the condition reads (CEL converts only those)."""
+
+    @property
+    def compiled(self) -> bool:
+        """True when the condition has a fast closure (CEL still decides where it is not sure)."""
+        return self._fast is not None
 
     @property
     def variables(self) -> frozenset[str]:
@@ -310,8 +349,16 @@ class Condition:
     def evaluate(self, resolve: Callable[[str], Any], provenance: Provenance | None = None) -> bool:
         """Evaluate with lazily resolved variables (``resolve(name)`` returns the value);
         ``provenance`` answers ``from_user`` / ``untrusted`` / ``source``."""
-        ctx = cel.Context(functions=_EXTRA)
-        ctx.set_variable_resolver(resolve)
+        fast = self._fast
+        if fast is not None:
+            answer = fast(resolve)
+            if answer is not UNDECIDED:
+                resolver_error = getattr(resolve, "error", None)
+                if resolver_error:
+                    raise ConditionError(resolver_error)
+                return bool(answer)
+        ctx = cel.Context(functions=_EXTRA) if self._traps else cel.Context()
+        ctx.set_variable_resolver(_Projected(resolve, self._projection) if self._projection else resolve)
         errors: list[tuple[str, Any]] = []
         try:
             if self._traps:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -173,6 +174,13 @@ class Policy:
     _index: dict[tuple[MediationPoint, str | None, str | None, ActionClass | None], tuple[CompiledRule, ...]] = field(
         default_factory=dict, repr=False
     )
+    plans: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The reasoning plane's compiled decision plans, per (point, tool, connector, class)."""
+
+    @functools.cached_property
+    def label(self) -> str:
+        """``name@version``: how decisions name the policy."""
+        return f"{self.name}@{self.version}"
 
     def candidates(
         self, point: MediationPoint, tool: str | None, connector: str | None, cls: ActionClass | None
