@@ -45,12 +45,12 @@ class Verdict(StrEnum):
 
     @property
     def rank(self) -> int:
-        return _RANK[self]
+        return self._rank  # type: ignore[attr-defined, no-any-return]  # set below, per member
 
     @property
     def proceeds(self) -> bool:
         """True when the action may run now (possibly rewritten or narrowed)."""
-        return self in (Verdict.ALLOW, Verdict.MODIFY, Verdict.NARROW)
+        return self._proceeds  # type: ignore[attr-defined, no-any-return]
 
 
 _RANK = {
@@ -61,6 +61,12 @@ _RANK = {
     Verdict.REQUIRE_APPROVAL: 4,
     Verdict.BLOCK: 5,
 }
+
+
+for _v, _r in _RANK.items():
+    # plain attributes of each member: the hot path asks these on every decision
+    _v._rank = _r  # type: ignore[attr-defined]
+    _v._proceeds = _v in (Verdict.ALLOW, Verdict.MODIFY, Verdict.NARROW)  # type: ignore[attr-defined]
 
 
 def strongest(verdicts: list[Verdict] | tuple[Verdict, ...]) -> Verdict:

@@ -552,11 +552,15 @@ class Governor:
 
     def _untrusted(self, action: Action, results: list[PlaneResult]) -> bool:
         """Does this step bring untrusted content into the session (in whole or in some fields)?"""
-        if any(r.untrusted for r in results):
+        for r in results:
+            if r.untrusted:
+                return True
+        point = action.point
+        if point is MediationPoint.TOOL_CALL or point is MediationPoint.INPUT:
+            return False
+        if point is MediationPoint.RETRIEVAL and not action.tool:
             return True
-        if action.point is MediationPoint.RETRIEVAL and not action.tool:
-            return True
-        if action.point not in (MediationPoint.TOOL_RESULT, MediationPoint.RETRIEVAL):
+        if point is not MediationPoint.TOOL_RESULT and point is not MediationPoint.RETRIEVAL:
             return False
         trust = self.policy.trust_of(action.tool)
         if not trust.trusted:

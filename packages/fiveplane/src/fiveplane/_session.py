@@ -72,7 +72,7 @@ class Step:
     """The step brought untrusted content into the session (a tool result, a retrieval)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SessionCommit:
     """The one change a decision makes to its session, applied after every veto."""
 
@@ -118,7 +118,7 @@ class SessionCommit:
             step=step,
             intent=action.intent if is_input else None,
             purpose=action.purpose if is_input else None,
-            labels=(labels | frozenset(action.labels)) if proceeds else frozenset(),
+            labels=((labels | frozenset(action.labels)) if action.labels else labels) if proceeds else frozenset(),
             flow=flow if proceeds else None,
             extra=dict(extra) if extra else {},
             keys=count_keys,
@@ -181,8 +181,10 @@ class SessionState:
             self.purpose = change.purpose
         for key in change.count_keys():
             self.counts[key] += 1
-        self.labels.update(change.labels)
-        self.extra.update(change.extra)
+        if change.labels:
+            self.labels.update(change.labels)
+        if change.extra:
+            self.extra.update(change.extra)
         self.version += 1
         self.last_seen = change.step.timestamp
         if change.flow is not None:
@@ -302,7 +304,7 @@ class InMemorySessionStore:
             raise ValueError("max_sessions and max_flow_entries must be >= 1 and idle_ttl > 0 (or None)")
         if on_expired not in ("block", "restart"):
             raise ValueError(f"on_expired must be 'block' or 'restart', not {on_expired!r}")
-        self.idle_ttl = idle_ttl
+        self.idle_ttl = idle_ttl  # (a property: also sets the timedeltas the hot path compares)
         self.max_sessions = max_sessions
         self.max_flow_entries = max_flow_entries
         self.on_expired = on_expired
@@ -313,6 +315,16 @@ class InMemorySessionStore:
         self._expired: OrderedDict[str, str] = OrderedDict()
         self._guard = threading.Lock()
         self._last_sweep = clock()
+
+    @property
+    def idle_ttl(self) -> float | None:
+        return self._idle_ttl
+
+    @idle_ttl.setter
+    def idle_ttl(self, value: float | None) -> None:
+        self._idle_ttl = value
+        self._ttl = timedelta(seconds=value) if value is not None else None
+        self._sweep_every = timedelta(seconds=min(60.0, value)) if value is not None else None
 
     # ---- the engine's side ----------------------------------------------------------------------
 
@@ -339,17 +351,15 @@ class InMemorySessionStore:
     def _checked(self, state: SessionState) -> SessionState:
         """Evict the state first if it idled past the TTL (the lock is held)."""
         now = self.clock()
-        if (
-            self.idle_ttl is not None
-            and state.last_seen is not None
-            and state.expired is None
-            and now - state.last_seen > timedelta(seconds=self.idle_ttl)
-        ):
+        ttl = self._ttl
+        if ttl is None:
+            return state
+        if state.last_seen is not None and state.expired is None and now - state.last_seen > ttl:
             reason = f"idle for more than {self.idle_ttl:g} s (last step at {state.last_seen.isoformat()})"
             with self._guard:
                 self._evict_locked(state.session_id, reason, keep_lock=True)
                 state = self._state_locked(state.session_id)
-        if self.idle_ttl is not None and now - self._last_sweep > timedelta(seconds=min(60.0, self.idle_ttl)):
+        if self._sweep_every is not None and now - self._last_sweep > self._sweep_every:
             self._last_sweep = now
             self.evict_idle()
         return state

@@ -10,10 +10,10 @@ the action's principal, arguments and session.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._actions import Action, ActionClass, MediationPoint
+from .._actions import Action, ActionClass, MediationPoint, PrincipalKind
 from .._decisions import Finding, Mode, Obligation, ObligationKind, Severity, Verdict
 from .._policy._cel import Condition
 from .._policy._load import CompiledRule, Glob, Policy
@@ -26,6 +26,7 @@ __all__ = ["Plan", "PlannedRule", "approval_obligation", "plan_for", "trusted_co
 
 PLANE = "reasoning"
 _MAX_PLANS = 100_000
+_MAX_EXPLAINED = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +61,45 @@ class Plan:
     """``tool (class)``: the first words of the explanation."""
     count_keys: tuple[str, ...]
     """The ``session.counts`` keys a step that proceeds adds one to."""
+    own: frozenset[int] = frozenset()
+    """``id()`` of the contributions this plan holds (alive as long as it is: stable keys)."""
+    _serves: dict[str, bool] = field(default_factory=dict)
+    _explained: dict[tuple[int, str | None, str | None], str] = field(default_factory=dict)
 
     def normalize(self, action: Action) -> Action:
         return trusted_copy(action, self.updates) if self.updates else action
+
+    def serves(self, agent: str, tools: Glob) -> bool:
+        """Whether the tool is among the agent's declared tools (no globs: all)."""
+        ok = self._serves.get(agent)
+        if ok is None:
+            ok = self._serves[agent] = (not tools) or tools.matches(self.tool)
+        return ok
+
+    def explain(self, action: Action, winners: list[Contribution]) -> str:
+        """The explanation of an enforced decision whose reasons are ``winners`` (cached when the
+        one reason is a rule or default of this plan: the sentence then depends only on who acts)."""
+        if len(winners) != 1 or id(winners[0]) not in self.own:
+            from ._reasoning import explain
+
+            return explain(action, winners[0].verdict, winners[0].verdict, Mode.ENFORCE, winners, self.what)
+        user = agent = None
+        for link in action.principal:
+            if link.kind is PrincipalKind.USER:
+                if user is None:
+                    user = link.id
+            elif link.kind is PrincipalKind.AGENT:
+                agent = link.id
+        key = (id(winners[0]), user, agent)
+        text = self._explained.get(key)
+        if text is None:
+            from ._reasoning import explain
+
+            text = explain(action, winners[0].verdict, winners[0].verdict, Mode.ENFORCE, winners, self.what)
+            if len(self._explained) >= _MAX_EXPLAINED:
+                self._explained.clear()
+            self._explained[key] = text
+        return text
 
 
 def plan_for(policy: Policy, point: MediationPoint, tool: str | None, connector: str | None, cls: ActionClass | None) -> Plan:
@@ -124,11 +161,18 @@ def _build(policy: Policy, point: MediationPoint, tool: str | None, connector: s
         for r in policy.candidates(point, tool, connector, cls)
     )
     default = _default(point, tool, cls, policy)
+    enforce_default = Contribution(default.verdict, default.rule_id, default.mode, default.reason, enforce_only=True)
     what = tool or point.value.replace("_", " ")
     if tool and cls:
         what = f"{tool} ({cls.value})"
     count_keys = tuple(
-        k for k in (f"tool:{tool}" if tool else "", f"connector:{connector}" if connector else "", f"class:{cls.value}" if cls else "") if k
+        k
+        for k in (
+            f"tool:{tool}" if tool else "",
+            f"connector:{connector}" if connector else "",
+            f"class:{cls.value}" if cls else "",
+        )
+        if k
     )
     return Plan(
         point=point,
@@ -140,9 +184,10 @@ def _build(policy: Policy, point: MediationPoint, tool: str | None, connector: s
         notes=tuple(notes),
         rules=rules,
         default=default,
-        enforce_default=Contribution(default.verdict, default.rule_id, default.mode, default.reason, enforce_only=True),
+        enforce_default=enforce_default,
         what=what,
         count_keys=count_keys,
+        own=frozenset(id(c) for c in (default, enforce_default, *(r.contribution for r in rules))),
     )
 
 
@@ -153,7 +198,10 @@ def _default(point: MediationPoint, tool: str | None, cls: ActionClass | None, p
     if point is MediationPoint.TOOL_CALL:
         if cls is ActionClass.MODIFY:
             return Contribution(
-                Verdict(d.modify_without_rule), "defaults.modify_without_rule", policy.mode, f"no rule allows the modify action {tool}"
+                Verdict(d.modify_without_rule),
+                "defaults.modify_without_rule",
+                policy.mode,
+                f"no rule allows the modify action {tool}",
             )
         return Contribution(Verdict(d.no_match), "defaults.no_match", policy.mode, f"no rule matches {tool}")
     return Contribution(Verdict(d.other_points), "defaults.other_points", policy.mode, f"no rule matches this {point.value} step")
@@ -179,7 +227,7 @@ def trusted_copy(model: Any, updates: dict[str, Any]) -> Any:
     """A copy of a frozen pydantic model with ``updates`` applied, without validation: for values
     the engine derived from the model's own validated fields (the catalog's connector and class)."""
     cls = type(model)
-    new = cls.__new__(cls)
+    new = object.__new__(cls)
     object.__setattr__(new, "__dict__", {**model.__dict__, **updates})
     object.__setattr__(new, "__pydantic_fields_set__", model.__pydantic_fields_set__ | updates.keys())
     object.__setattr__(new, "__pydantic_extra__", model.__pydantic_extra__)

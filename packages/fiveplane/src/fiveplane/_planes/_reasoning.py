@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from .._actions import Action, MediationPoint, PrincipalKind
+from .._actions import Action, MediationPoint, Principal, PrincipalKind
 from .._decisions import Decision, Finding, Mode, Obligation, ObligationKind, Severity, Verdict, strongest
 from .._flow import FlowIndex, FlowMatch
 from .._policy._cel import ConditionError
@@ -87,9 +87,9 @@ class _Vars:
             pass
         if name == "match":
             return self.match
-        build = getattr(self, f"_v_{name}", None)
+        build = _BUILDERS.get(name)
         try:
-            value = build() if build is not None else None
+            value = build(self) if build is not None else None
         except ListError as exc:
             self.error = str(exc)
             value = None
@@ -155,6 +155,10 @@ class _Vars:
         }
 
 
+_BUILDERS: dict[str, Any] = {n[3:]: f for n, f in vars(_Vars).items() if n.startswith("_v_")}
+"""How each CEL variable is built (``_v_NAME`` methods of :class:`_Vars`)."""
+
+
 class ReasoningPlane:
     """Always present; not registered like the others because it produces the Decision."""
 
@@ -162,9 +166,7 @@ class ReasoningPlane:
 
     # ---- judging ------------------------------------------------------------------------------
 
-    def evaluate(
-        self, action: Action, ctx: PlaneContext, plan: Plan | None = None
-    ) -> tuple[PlaneResult, list[Contribution]]:
+    def evaluate(self, action: Action, ctx: PlaneContext, plan: Plan | None = None) -> tuple[PlaneResult, list[Contribution]]:
         policy, session = ctx.policy, ctx.session
         if plan is None:
             plan = plan_for(policy, action.point, action.tool, action.connector, action.action_class)
@@ -195,16 +197,20 @@ class ReasoningPlane:
                 )
                 contributions.append(Contribution(verdict, "defaults.unknown_agent", policy.mode, f"agent {who} is not declared"))
         if agent_spec is not None:
-            self._purpose(
-                action,
-                agent_spec.name,
-                policy.agent_tools[agent_spec.name],
-                agent_spec.purposes,
-                session,
-                result,
-                contributions,
-                policy,
-            )
+            if point is MediationPoint.TOOL_CALL and (
+                not plan.serves(agent_spec.name, policy.agent_tools[agent_spec.name])
+                or (agent_spec.purposes and (action.purpose or session.purpose) not in agent_spec.purposes)
+            ):
+                self._purpose(
+                    action,
+                    agent_spec.name,
+                    policy.agent_tools[agent_spec.name],
+                    agent_spec.purposes,
+                    session,
+                    result,
+                    contributions,
+                    policy,
+                )
             if point is MediationPoint.DELEGATION:
                 target = str(action.arguments.get("to_agent", ""))
                 if target not in agent_spec.delegates_to:
@@ -224,10 +230,7 @@ class ReasoningPlane:
 
         if policy.flow is not None and point is MediationPoint.TOOL_CALL:
             self._flow(action, ctx, result, contributions)
-        if plan.rules:
-            enforced = self._match_rules(action, ctx, plan, result, contributions)
-        else:
-            enforced = None
+        enforced = self._match_rules(action, agent, ctx, plan, result, contributions) if plan.rules else None
         if enforced is None:  # no rule matched
             contributions.append(plan.default)
         elif not enforced:
@@ -278,21 +281,27 @@ class ReasoningPlane:
                 )
 
     def _match_rules(
-        self, action: Action, ctx: PlaneContext, plan: Plan, result: PlaneResult, contributions: list[Contribution]
+        self,
+        action: Action,
+        agent: Principal | None,
+        ctx: PlaneContext,
+        plan: Plan,
+        result: PlaneResult,
+        contributions: list[Contribution],
     ) -> bool | None:
         """Evaluate the plan's candidate rules: ``None`` when none matched, else whether a matched
         rule is in enforce mode."""
         session = ctx.session
-        roles: frozenset[str] | None = None
-        agent = action.agent
+        roles: tuple[str, ...] | None = None
         cel_vars: _Vars | None = None
         matched = False
         enforced = False
         for planned in plan.rules:
             if planned.roles:
                 if roles is None:
-                    roles = action.roles
-                if not (planned.roles & roles):
+                    user = action.user
+                    roles = user.roles if user else ()
+                if planned.roles.isdisjoint(roles):
                     continue
             if planned.agents is not None and not (agent and planned.agents.matches(agent.id)):
                 continue
@@ -439,7 +448,7 @@ class ReasoningPlane:
                 rule_ids=tuple(dict.fromkeys(c.rule_id for c in winners)) if len(winners) > 1 else (winners[0].rule_id,),
                 findings=(),
                 obligations=obligations_,
-                explanation=explain(action, simple, simple, Mode.ENFORCE, winners, plan.what if plan else None),
+                explanation=plan.explain(action, winners) if plan else explain(action, simple, simple, Mode.ENFORCE, winners),
                 policy_hash=policy.hash,
                 policy_version=policy.label,
                 evaluated_at=evaluated_at,

@@ -47,7 +47,7 @@ _TOKEN = re.compile(
       (?P<num>\d+(?:\.\d+)?)(?![\w.])
     | (?P<str>"[^"\\\n]*"|'[^'\\\n]*')
     | (?P<id>[A-Za-z_]\w*)
-    | (?P<op>&&|\|\||==|!=|<=|>=|[<>!()\[\],.])
+    | (?P<op>&&|\|\||==|!=|<=|>=|[<>!()\[\],.-])
     )""",
     re.VERBOSE,
 )
@@ -184,14 +184,20 @@ class _Parser:
             return node
         if self.peek("[", "op"):
             return self.list_literal()
+        sign = 1
+        if self.peek("-", "op"):  # a negative number literal (nothing else may follow a minus)
+            self.take()
+            if not self.peek(kind="num"):
+                raise _Unsupported
+            sign = -1
         k, v = self.t[self.i] if self.i < len(self.t) else ("", "")
         if k == "num":
             self.take()
             if "." in v:
-                f = float(v)
+                f = sign * float(v)
                 return lambda env, f=f: f  # type: ignore[misc]
-            n = int(v)
-            if n >= _I64:
+            n = sign * int(v)
+            if not -_I64 <= n < _I64:
                 raise _Unsupported
             return lambda env, n=n: n  # type: ignore[misc]
         if k == "str":
@@ -466,6 +472,14 @@ def compile_fast(source: str, variables: tuple[str, ...] | frozenset[str]) -> Fa
     except (_Unsupported, IndexError):
         return None
     roots = tuple(sorted(parser.roots))
+    if len(roots) == 1:
+        (root,) = roots
+
+        def fast1(resolve: Callable[[str], Any]) -> Any:
+            result = node({root: resolve(root)})
+            return result if type(result) is bool else _NO
+
+        return fast1
 
     def fast(resolve: Callable[[str], Any]) -> Any:
         # every variable the condition names is resolved first, as CEL would before it could fail

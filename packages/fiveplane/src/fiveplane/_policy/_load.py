@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
