@@ -26,7 +26,7 @@ __all__ = ["Plan", "PlannedRule", "approval_obligation", "plan_for", "trusted_co
 
 PLANE = "reasoning"
 _MAX_PLANS = 100_000
-_MAX_EXPLAINED = 256
+_MAX_CACHED = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +64,28 @@ class Plan:
     own: frozenset[int] = frozenset()
     """``id()`` of the contributions this plan holds (alive as long as it is: stable keys)."""
     _serves: dict[str, bool] = field(default_factory=dict)
+    _admitting: dict[tuple[tuple[str, ...], str | None], tuple[PlannedRule, ...]] = field(default_factory=dict)
     _explained: dict[tuple[int, str | None, str | None], str] = field(default_factory=dict)
 
     def normalize(self, action: Action) -> Action:
         return trusted_copy(action, self.updates) if self.updates else action
+
+    def admitting(self, roles: tuple[str, ...], agent: str | None) -> tuple[PlannedRule, ...]:
+        """The candidate rules whose ``roles:`` and ``agents:`` admit a principal with these roles
+        acting through this agent (in rule order)."""
+        key = (roles, agent)
+        found = self._admitting.get(key)
+        if found is None:
+            found = tuple(
+                r
+                for r in self.rules
+                if not (r.roles and r.roles.isdisjoint(roles))
+                and not (r.agents is not None and not (agent is not None and r.agents.matches(agent)))
+            )
+            if len(self._admitting) >= _MAX_CACHED:
+                self._admitting.clear()
+            self._admitting[key] = found
+        return found
 
     def serves(self, agent: str, tools: Glob) -> bool:
         """Whether the tool is among the agent's declared tools (no globs: all)."""
@@ -96,7 +114,7 @@ class Plan:
             from ._reasoning import explain
 
             text = explain(action, winners[0].verdict, winners[0].verdict, Mode.ENFORCE, winners, self.what)
-            if len(self._explained) >= _MAX_EXPLAINED:
+            if len(self._explained) >= _MAX_CACHED:
                 self._explained.clear()
             self._explained[key] = text
         return text

@@ -292,19 +292,12 @@ class ReasoningPlane:
         """Evaluate the plan's candidate rules: ``None`` when none matched, else whether a matched
         rule is in enforce mode."""
         session = ctx.session
-        roles: tuple[str, ...] | None = None
+        user = action.user
         cel_vars: _Vars | None = None
         matched = False
         enforced = False
-        for planned in plan.rules:
-            if planned.roles:
-                if roles is None:
-                    user = action.user
-                    roles = user.roles if user else ()
-                if planned.roles.isdisjoint(roles):
-                    continue
-            if planned.agents is not None and not (agent and planned.agents.matches(agent.id)):
-                continue
+        # the rules whose roles and agents admit this principal (cached per roles and agent)
+        for planned in plan.admitting(user.roles if user else (), agent.id if agent else None):
             rule = planned.rule
             if planned.after and not self._after(rule, session):
                 continue
