@@ -348,8 +348,10 @@ class Governor:
         decision = self.reasoning.combine(
             action, self.policy, contributions, [reasoning, *results], now, (time.perf_counter_ns() - t0) / 1000, plan_
         )
-        plan = _ApprovalPlan()
-        if self.approvals is not None:
+        if self.approvals is None:
+            plan = _NO_APPROVAL
+        else:
+            plan = _ApprovalPlan()
             try:
                 decision = yield from self._plan_approval(action, decision, ctx, plan)
             except Exception as exc:  # noqa: BLE001 - an approval store that fails never lets anything through
@@ -358,6 +360,13 @@ class Governor:
             decision = yield _OnDecision(action, decision, contexts)
         if self.evidence is not None:
             decision = yield from self._record_or_fail(action, decision)
+        if plan is _NO_APPROVAL and not tx.blocking:
+            # nothing to consume or file, and the session commits in memory: no effect to perform
+            try:
+                tx.commit(self._session_change(action, decision, results, tx, plan_.count_keys))
+            except Exception as exc:  # noqa: BLE001 - a step that cannot be kept does not run
+                return (yield from self._vetoed(action, decision, "sessions", exc, None))
+            return decision
         return (yield from self._commit(action, decision, results, plan, tx, plan_.count_keys))
 
     def _record_or_fail(self, action: Action, decision: Decision) -> Generator[_Effect, Any, Decision]:
@@ -452,52 +461,69 @@ class Governor:
             if plan.request is not None and decision.verdict is Verdict.REQUIRE_APPROVAL and store is not None:
                 yield _IO(store.file, (plan.request,))
             stage = "sessions"
-            untrusted = self._untrusted(action, results)
-            change = SessionCommit.of(
-                action,
-                decision,
-                untrusted=untrusted,
-                labels=frozenset().union(*(r.labels for r in results)) if results else frozenset(),
-                flow=self._flow_content(action, untrusted, tx.state, results) if proceeds else None,
-                extra=tx.staged,
-                count_keys=count_keys,
-            )
+            change = self._session_change(action, decision, results, tx, count_keys)
             if tx.blocking:
                 yield _IO(tx.commit, (change,))
             else:
                 tx.commit(change)
         except Exception as exc:  # noqa: BLE001 - a step that cannot be kept does not run
-            if not proceeds and decision.verdict is not Verdict.REQUIRE_APPROVAL:
-                return decision  # nothing runs either way
-            self._abort(action.action_id)
-            if consumed is not None and store is not None:
-                try:
-                    yield _IO(store.unconsume, (consumed,))
-                except Exception:  # noqa: BLE001 - the approval stays used; the action still does not run
-                    pass
-            vetoed = _fail(decision, stage, exc)
-            if self.evidence is not None:  # the decision recorded above no longer stands: say so
-                try:
-                    yield _Evidence(
-                        self._evidence_action(action, vetoed), self._evidence_decision(vetoed, action), self._durable(action)
-                    )
-                except Exception:  # noqa: BLE001 - blocked anyway; the first record names the action
-                    pass
-            return vetoed
+            return (yield from self._vetoed(action, decision, stage, exc, consumed))
         return decision
 
-    def _drive(self, flow: Generator[_Effect, Any, Decision]) -> Decision:
-        def perform(effect: _Effect) -> Any:
-            if isinstance(effect, _Evaluate):
-                return [self._evaluate(p, effect.action, c) for p, c in zip(self.planes, effect.contexts, strict=True)]
-            if isinstance(effect, _OnDecision):
-                return self._after_decision(effect.action, effect.decision, effect.contexts)
-            if isinstance(effect, _Evidence):
-                assert self.evidence is not None
-                return self.evidence.record_decision(effect.action, effect.decision, durable=effect.durable)
-            return effect.fn(*effect.args)
+    def _session_change(
+        self,
+        action: Action,
+        decision: Decision,
+        results: list[PlaneResult],
+        tx: SessionTx,
+        count_keys: tuple[str, ...] | None,
+    ) -> SessionCommit:
+        untrusted = self._untrusted(action, results)
+        return SessionCommit.of(
+            action,
+            decision,
+            untrusted=untrusted,
+            labels=frozenset().union(*(r.labels for r in results)) if results else frozenset(),
+            flow=self._flow_content(action, untrusted, tx.state, results) if decision.verdict.proceeds else None,
+            extra=tx.staged,
+            count_keys=count_keys,
+        )
 
-        return run_effects(flow, perform)
+    def _vetoed(
+        self, action: Action, decision: Decision, stage: str, exc: Exception, consumed: ApprovalRequest | None
+    ) -> Generator[_Effect, Any, Decision]:
+        """The commit failed at ``stage``: the action does not run (and the evidence says so)."""
+        store = self.approvals
+        if not decision.verdict.proceeds and decision.verdict is not Verdict.REQUIRE_APPROVAL:
+            return decision  # nothing runs either way
+        self._abort(action.action_id)
+        if consumed is not None and store is not None:
+            try:
+                yield _IO(store.unconsume, (consumed,))
+            except Exception:  # noqa: BLE001 - the approval stays used; the action still does not run
+                pass
+        vetoed = _fail(decision, stage, exc)
+        if self.evidence is not None:  # the decision recorded above no longer stands: say so
+            try:
+                yield _Evidence(
+                    self._evidence_action(action, vetoed), self._evidence_decision(vetoed, action), self._durable(action)
+                )
+            except Exception:  # noqa: BLE001 - blocked anyway; the first record names the action
+                pass
+        return vetoed
+
+    def _drive(self, flow: Generator[_Effect, Any, Decision]) -> Decision:
+        return run_effects(flow, self._perform)
+
+    def _perform(self, effect: _Effect) -> Any:
+        if isinstance(effect, _Evaluate):
+            return [self._evaluate(p, effect.action, c) for p, c in zip(self.planes, effect.contexts, strict=True)]
+        if isinstance(effect, _OnDecision):
+            return self._after_decision(effect.action, effect.decision, effect.contexts)
+        if isinstance(effect, _Evidence):
+            assert self.evidence is not None
+            return self.evidence.record_decision(effect.action, effect.decision, durable=effect.durable)
+        return effect.fn(*effect.args)
 
     async def _adrive(self, flow: Generator[_Effect, Any, Decision]) -> Decision:
         async def perform(effect: _Effect) -> Any:
@@ -744,6 +770,10 @@ class _ApprovalPlan:
 
     grant: ApprovalRequest | None = None
     request: ApprovalRequest | None = None
+
+
+_NO_APPROVAL = _ApprovalPlan()
+"""The plan of a Governor without an approval store (never changed: nothing sets its fields)."""
 
 
 @dataclass(frozen=True, slots=True)
