@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy
 import phonenumbers
 import spacy
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, NlpEngineProvider, NoOpNlpEngine, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer, SpacyRecognizer
 from presidio_anonymizer import AnonymizerEngine
+from thinc.api import set_dropout_rate
 
 from ._config import NlpConfig
 from ._recognizers import secret_recognizers, supplementary_recognizers
@@ -180,6 +182,80 @@ class _DocArtifacts(_LazyArtifacts):
         return self._done
 
 
+class _GreedyNer:
+    """spaCy's greedy NER decoding (``Parser.greedy_parse``: beam width 1), driven one transition
+    step at a time from Python: the same model, the same scores (``ParserStepModel``: the
+    precomputed hidden layer, then the output layer as ``Linear`` computes it) and the same
+    transitions (``Parser.transition_states``), so the same entities.
+
+    ``greedy_parse`` runs its loop without the GIL, but the state accessors of spaCy's transition
+    system take the GIL back on every call (hundreds of times per token in the validity checks of
+    the BILUO moves), which makes that loop cost about twice this one. Used only for a pipeline
+    whose sole component is a greedy ``EntityRecognizer`` (``pipeline: fast``), and only when a
+    probe at load time gives exactly ``nlp.pipe``'s entities; otherwise ``nlp.pipe`` runs."""
+
+    _PROBES = (
+        "Dana Whitfield met Jane Roe in Berlin on Monday with Globex Corporation.",
+        "",
+        "call bob smith at 415-555-0134 or dana.whitfield@globex-corp.com",
+        "Ticket: Maria Garcia (maria@example.org) cannot reach the VPN from 10.0.0.1. Escalated to HR in Paris.",
+    )
+
+    def __init__(self, nlp: Any) -> None:
+        from spacy.pipeline import EntityRecognizer
+
+        self.nlp = nlp
+        if list(nlp.pipe_names) != ["ner"]:
+            raise TypeError("not an NER-only pipeline")
+        ner = nlp.get_pipe("ner")
+        if type(ner) is not EntityRecognizer or ner.cfg.get("beam_width", 1) != 1:
+            raise TypeError("not a greedy EntityRecognizer")
+        if not ner.model.attrs.get("has_upper"):
+            raise TypeError("a parser model without an output layer")
+        self.ner = ner
+
+    @classmethod
+    def checked(cls, nlp: Any) -> _GreedyNer | None:
+        """The driver if it gives ``nlp.pipe``'s entities on the probes, else ``None``."""
+        try:
+            driver = cls(nlp)
+            theirs = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(list(cls._PROBES))]
+            mine = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in driver.pipe(list(cls._PROBES))]
+        except TypeError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - a spaCy whose internals differ: use nlp.pipe
+            logger.info("data plane: stepwise NER decoding unavailable (%s); using nlp.pipe", exc)
+            return None
+        return driver if mine == theirs else None
+
+    def pipe(self, texts: Sequence[str]) -> list[Any]:
+        nlp, ner = self.nlp, self.ner
+        docs = [nlp.make_doc(t) for t in texts]
+        if not any(len(d) for d in docs):
+            ner.set_annotations(docs, ner.moves.init_batch(docs))
+            return docs
+        ner._ensure_labels_are_added(docs)
+        set_dropout_rate(ner.model, 0.0)
+        states = ner.moves.init_batch(docs)
+        step = ner.model.predict(docs)
+        try:
+            upper = step.vec2scores
+            weights, bias = upper.get_param("W"), upper.get_param("b")
+            unseen = step._class_mask == 0
+            todo = [s for s in states if not s.is_final()]
+            while todo:
+                vectors, _ = step.state2vec(step.get_token_ids(todo), False)
+                scores = upper.ops.gemm(vectors, weights, trans2=True)
+                scores += bias
+                if unseen.any():
+                    scores[:, unseen] = numpy.nanmin(scores)
+                todo = ner.transition_states(todo, scores)
+        finally:
+            step.clear_memory()
+        ner.set_annotations(docs, states)
+        return docs
+
+
 class FastPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc]
     """Presidio's ``PhoneRecognizer`` with the same matches and scores: ``phonenumbers``'
     ``PhoneNumberMatcher`` per region. It skips Presidio's re-parse of every match without a region
@@ -265,6 +341,8 @@ class PresidioEngine:
         self.ner_available = not isinstance(engine, NoOpNlpEngine)
         self.has_lemmas = bool(getattr(engine, "has_lemmas", False)) and self.ner_available
         self._tokenizer = engine.nlp[nlp.language] if self.ner_available else spacy.blank(nlp.language)
+        self._greedy = _GreedyNer.checked(engine.nlp[nlp.language]) if self.ner_available else None
+        """The stepwise NER decoder (same entities as ``nlp.pipe``, see :class:`_GreedyNer`), if usable."""
 
         registry = RecognizerRegistry(supported_languages=[nlp.language])
         registry.load_predefined_recognizers(languages=[nlp.language], nlp_engine=engine)
@@ -311,12 +389,15 @@ class PresidioEngine:
             return self._tokenizer.make_doc(text)
 
     def ner_artifacts(self, texts: Sequence[str]) -> list[NlpArtifacts]:
-        """NER over several texts in one ``nlp.pipe`` batch."""
+        """NER over several texts in batches of 64 (``nlp.pipe``, or the stepwise decoder giving the same entities)."""
         if not self.ner_available:
             return [self.light_artifacts(t) for t in texts]
         nlp = self.nlp_engine.nlp[self.language]
         with self._nlp_lock:
-            docs = list(nlp.pipe(list(texts), batch_size=64))
+            if self._greedy is not None:
+                docs = [doc for i in range(0, len(texts), 64) for doc in self._greedy.pipe(texts[i : i + 64])]
+            else:
+                docs = list(nlp.pipe(list(texts), batch_size=64))
         return [_DocArtifacts(self, doc) for doc in docs]
 
     def recognizers(self, entities: Sequence[str], ad_hoc: Sequence[EntityRecognizer]) -> list[EntityRecognizer]:
