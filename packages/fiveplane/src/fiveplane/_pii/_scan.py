@@ -413,7 +413,10 @@ class CompiledConfig:
 
 def _candidates(text: str, entities: Iterable[str]) -> list[str]:
     """Entities whose recognizers could match ``text`` at all (necessary conditions only)."""
-    digits = sum(c.isdigit() for c in text) if any(c.isdigit() for c in text[:4096]) or len(text) > 4096 else 0
+    if text.isascii():
+        digits = len(text) - len(text.translate(_DROP_ASCII_DIGITS))
+    else:
+        digits = sum(c.isdigit() for c in text) if any(c.isdigit() for c in text[:4096]) or len(text) > 4096 else 0
     out = []
     for e in entities:
         need = _NEEDS.get(e)
@@ -422,6 +425,7 @@ def _candidates(text: str, entities: Iterable[str]) -> list[str]:
     return sorted(out)
 
 
+_DROP_ASCII_DIGITS = str.maketrans("", "", "0123456789")
 _KEY_HINT = re.compile(
     r"AKIA|ASIA|ABIA|ACCA|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|hooks\.slack|[sr]k_(?:live|test)_|sk-|AIza|SG\.|npm_|pypi-|hf_"
     r"|(?i:key|secret|token|bearer|passw|pwd|authoriz|credential)"
