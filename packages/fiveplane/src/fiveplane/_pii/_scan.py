@@ -470,14 +470,12 @@ def may_hold_names(leaf: Leaf, scope: Scope) -> bool:
     """Should NER run on this leaf? Not on keys, numbers, identifiers, addresses or skipped fields."""
     if leaf.is_key or leaf.origin in ("int", "float") or len(leaf.text) < 2:
         return False
-    if field_matches(leaf.path, leaf.field, scope.ner_skip_fields):
-        return False
     text = leaf.text
     if not any(c.isalpha() for c in text):
         return False
-    if not any(c.isspace() for c in text):
-        return not (any(c.isdigit() for c in text) or _NAMELESS.search(text))
-    return True
+    if not any(c.isspace() for c in text) and (any(c.isdigit() for c in text) or _NAMELESS.search(text)):
+        return False
+    return not field_matches(leaf.path, leaf.field, scope.ner_skip_fields)
 
 
 # ---- operators ---------------------------------------------------------------------------------
@@ -850,7 +848,9 @@ def _rewrite(
                 out[name][leaf.index] = leaf.text + marker
             continue
         text = leaf.text
-        if rewrite:
+        if rewrite and ev_dets == rewrite:
+            text = ev_text  # the same detections with the same (deterministic) operators
+        elif rewrite:
             text = ops.apply(text, rewrite, {d.entity: op(d.entity, evidence=False) for d in rewrite})
         if restore and toks:
             pseudo = ops.pseudo()
