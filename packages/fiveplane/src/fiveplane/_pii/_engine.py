@@ -350,7 +350,8 @@ class _GreedyNer:
                         if not st.entity_is_open():
                             continue  # the next chunk started right
                         nxt = c.next  # an entity goes on: decode the next chunk's tokens here
-                        assert nxt is not None
+                        if nxt is None:
+                            raise ScanError("NER chunk bookkeeping lost the next chunk")
                         nxt.alive = False
                         c.stop, c.next = nxt.stop, nxt.next
                     going.append(c)
