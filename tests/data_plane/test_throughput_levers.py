@@ -342,3 +342,18 @@ def test_chunked_decoding_is_exact(monkeypatch: pytest.MonkeyPatch, least: int, 
     monkeypatch.setattr(_GreedyNer, "CHUNK_MAX", most)
     assert [_annotations(d) for d in engine._greedy.pipe(texts)] == theirs
     assert [_annotations(d) for t in texts[:8] for d in engine._greedy.pipe([t])] == theirs[:8]
+
+
+def test_a_failing_stepwise_decoder_falls_back_to_nlp_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    plane = make_plane({"cache_size": 0, "rules": [{"id": "r", "entities": {"PERSON": "redact", "EMAIL_ADDRESS": "redact"}}]})
+    cc = plane.compiled()
+    scope = cc.scope(MediationPoint.TOOL_RESULT, None, None)
+    texts = _texts(20, seed=4)
+    expected = _found(cc.detect(texts, scope, [True] * len(texts)))
+
+    class Broken:
+        def pipe(self, texts: Any) -> Any:
+            raise RuntimeError("a spaCy whose internals changed")
+
+    monkeypatch.setattr(cc.engine, "_greedy", Broken())
+    assert _found(cc.detect(texts, scope, [True] * len(texts))) == expected

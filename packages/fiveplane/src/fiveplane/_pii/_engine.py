@@ -509,9 +509,13 @@ class PresidioEngine:
             return [self.light_artifacts(t) for t in texts]
         nlp = self.nlp_engine.nlp[self.language]
         with self._nlp_lock:
+            docs: list[Any] | None = None
             if self._greedy is not None:
-                docs = [doc for i in range(0, len(texts), 64) for doc in self._greedy.pipe(texts[i : i + 64])]
-            else:
+                try:
+                    docs = [doc for i in range(0, len(texts), 64) for doc in self._greedy.pipe(texts[i : i + 64])]
+                except Exception:  # decode these texts with nlp.pipe instead (whose errors do propagate)
+                    logger.warning("data plane: stepwise NER decoding failed; using nlp.pipe", exc_info=True)
+            if docs is None:
                 docs = list(nlp.pipe(list(texts), batch_size=64))
         return [_DocArtifacts(self, doc) for doc in docs]
 
