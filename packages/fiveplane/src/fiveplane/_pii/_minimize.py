@@ -8,7 +8,6 @@ every item). A path naming a field keeps its whole value.
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-from functools import lru_cache
 from typing import Any
 
 __all__ = ["field_matches", "minimize"]
@@ -55,11 +54,6 @@ def field_matches(path: str, fieldname: str, globs: tuple[str, ...]) -> bool:
     """
     if not globs:
         return False
-    return _field_matches(path, fieldname, globs)
-
-
-@lru_cache(maxsize=8192)
-def _field_matches(path: str, fieldname: str, globs: tuple[str, ...]) -> bool:
     plain = _strip_indices(path.removesuffix(".<key>"))
     name = fieldname.lower()
     for g in globs:
