@@ -500,19 +500,29 @@ def bench_throughput() -> dict[str, Any]:
             spent[1] += time.process_time() - cpu
     (_, bare, out_bare), (_, mine, out_ours), (_, nc, out_nc) = runs["bare"], runs["ours"], runs["nocache"]
     chars = sum(len(t) for item in items for t in _strings(item.payload))
+    by_kind = {}
+    for tool in sorted({item.tool for item in items if item.planted}):
+        picked = [i for i, item in enumerate(items) if item.tool == tool]
+        sub = [items[i] for i in picked]
+        ours_r = recall_of(sub, [out_ours[i] for i in picked])
+        bare_r = recall_of(sub, [out_bare[i] for i in picked])
+        by_kind[tool] = f"ours {ours_r:.3f} bare {bare_r:.3f}"
     return {
         "items": len(items),
+        "repeats": sum(1 for i, item in enumerate(items) if any(item.payload is p.payload for p in items[:i])),
         "chars": chars,
-        "bare_items_per_s": round(len(items) / bare[1], 1),
-        "ours_items_per_s": round(len(items) / mine[1], 1),
         "ratio": round(bare[1] / mine[1], 2),
+        "recall_ours": round(recall_of(items, out_ours), 4),
+        "recall_bare": round(recall_of(items, out_bare), 4),
+        "recall_by_kind": by_kind,
         "ratio_wall": round(bare[0] / mine[0], 2),
         "ratio_without_cache": round(bare[1] / nc[1], 2),
+        "recall_ours_without_cache": round(recall_of(items, out_nc), 4),
+        "bare_items_per_s": round(len(items) / bare[1], 1),
+        "ours_items_per_s": round(len(items) / mine[1], 1),
         "ours_ner_share": round(ner[0] / mine[1], 2),
         "ratio_if_only_ner_were_left": round(bare[1] / ner[0], 2) if ner[0] else None,
-        "recall_ours": round(recall_of(items, out_ours), 4),
-        "recall_ours_without_cache": round(recall_of(items, out_nc), 4),
-        "recall_bare": round(recall_of(items, out_bare), 4),
+        "ner_decoder": "stepwise" if ours.compiled().engine._greedy is not None else "nlp.pipe",
     }
 
 

@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy
 import phonenumbers
 import spacy
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, NlpEngineProvider, NoOpNlpEngine, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer, SpacyRecognizer
 from presidio_anonymizer import AnonymizerEngine
+from thinc.api import set_dropout_rate
 
 from ._config import NlpConfig
 from ._recognizers import secret_recognizers, supplementary_recognizers
@@ -180,6 +182,196 @@ class _DocArtifacts(_LazyArtifacts):
         return self._done
 
 
+class _Chunk:
+    """One decoding state of :class:`_GreedyNer`: a document from where the state starts until ``stop``."""
+
+    __slots__ = ("alive", "doc", "next", "state", "stop")
+
+    def __init__(self, doc: int, state: Any, stop: int) -> None:
+        self.doc = doc
+        self.state = state
+        self.stop = stop
+        """Where the next chunk of the document starts (-1: the document's end)."""
+        self.next: _Chunk | None = None
+        self.alive = True
+
+
+class _GreedyNer:
+    """spaCy's greedy NER decoding (``Parser.greedy_parse``: beam width 1), driven one transition
+    step at a time from Python: the same model, the same scores (``ParserStepModel``: the
+    precomputed hidden layer, then the output layer as ``Linear`` computes it) and the same
+    transitions (``Parser.transition_states``), so the same entities.
+
+    ``greedy_parse`` runs its loop without the GIL, but in spaCy 3.8 as installed the state accessors
+    of the transition system take the GIL back on every call (measured: about 860
+    ``PyGILState_Ensure`` per token, from the validity checks of the 74 BILUO moves), which makes
+    that loop cost about twice this one.
+
+    A long document is decoded as several chunks at once (the token vectors are the whole
+    document's, computed once): a step then advances every chunk, so a 1 KB note takes about 30
+    steps instead of 200. This is exact. Each NER move consumes one token, and the features of a
+    state are the current token ``B(0)`` and, only while an entity is open, the entity's first token
+    and the previous token; so from a token where the whole-document decoding has no open entity,
+    decoding goes on as from the start of a document. A chunk is therefore started there in the state of a
+    fresh document advanced by ``O`` moves; the chunk before it checks, on reaching that token, that
+    no entity is open; if one is, it goes on decoding over the next chunk, which is dropped.
+
+    Used only for a pipeline whose sole component is a greedy ``EntityRecognizer`` (``pipeline:
+    fast``), and only when probes at load time give exactly ``nlp.pipe``'s entities; otherwise
+    ``nlp.pipe`` runs."""
+
+    CHUNK_MIN = 12
+    """Tokens of a chunk at least (and documents shorter than twice this are not cut)."""
+    CHUNK_MAX = 32
+    """Tokens of a chunk at most, unless a chunk had to go on over the next one."""
+    _BREAKS = frozenset({".", "!", "?", ";", ":", ",", ")", "\n", "\n\n"})
+
+    _PROBES = (
+        "Dana Whitfield met Jane Roe in Berlin on Monday with Globex Corporation.",
+        "",
+        "call bob smith at 415-555-0134 or dana.whitfield@globex-corp.com",
+        "Ticket: Maria Garcia (maria@example.org) cannot reach the VPN from 10.0.0.1. Escalated to HR in Paris.",
+        "Call with Dana Whitfield (dana@globex.com, +1 (415) 555-0134). The renewal discussion with Whitfield, "
+        "Roe and Garcia covered seat counts, the support tier and the March migration timeline. Procurement "
+        "wants the quote in EUR and asked how we streamline B2B schemas. They paid with card 4111 1111 1111 1111 "
+        "last quarter; the refund goes to IBAN DE89370400440532013000. Maria Garcia of the Bank of New York "
+        "Mellon Corporation in San Francisco , California and John Ronald Reuel Tolkien met in New York City "
+        "on Tuesday, 3 March 2026. Login attempts came from 203.0.113.7. HR asked to verify SSN 078-05-1120.",
+        "Hi Jane Roe,\n\nfollowing up on our call about Acme. You can reach me at (415) 555-0134.\n\nBest "
+        "regards,\nThe account team of Dana Whitfield and Jean-Luc Picard , Starfleet Command , San Francisco",
+    )
+
+    def __init__(self, nlp: Any) -> None:
+        from spacy.pipeline import EntityRecognizer
+
+        self.nlp = nlp
+        if list(nlp.pipe_names) != ["ner"]:
+            raise TypeError("not an NER-only pipeline")
+        ner = nlp.get_pipe("ner")
+        if type(ner) is not EntityRecognizer or ner.cfg.get("beam_width", 1) != 1:
+            raise TypeError("not a greedy EntityRecognizer")
+        if not ner.model.attrs.get("has_upper"):
+            raise TypeError("a parser model without an output layer")
+        if ner.model.get_ref("lower").get_dim("nF") != 3:
+            raise TypeError("not the NER state features (B(0), E(0), B(0) - 1)")
+        self.ner = ner
+
+    @classmethod
+    def checked(cls, nlp: Any) -> _GreedyNer | None:
+        """The driver if it gives ``nlp.pipe``'s entities on the probes, else ``None``."""
+        try:
+            driver = cls(nlp)
+            probes = list(cls._PROBES)
+            theirs = [_annotations(d) for d in nlp.pipe(probes)]
+            together = [_annotations(d) for d in driver.pipe(probes)]
+            alone = [_annotations(d) for t in probes for d in driver.pipe([t])]
+            whole = [_annotations(d) for d in driver.pipe(probes, chunked=False)]
+        except TypeError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - a spaCy whose internals differ: use nlp.pipe
+            logger.info("data plane: stepwise NER decoding unavailable (%s); using nlp.pipe", exc)
+            return None
+        return driver if together == alone == whole == theirs else None
+
+    def _splits(self, doc: Any) -> list[int]:
+        """Chunk starts after the first: after punctuation or a line break where possible."""
+        n = len(doc)
+        if n < 2 * self.CHUNK_MIN:
+            return []
+        out: list[int] = []
+        last = 0
+        while n - last >= 2 * self.CHUNK_MIN:
+            cut = last + self.CHUNK_MAX if n - last > self.CHUNK_MAX + self.CHUNK_MIN else last + (n - last) // 2
+            for i in range(last + self.CHUNK_MIN, min(last + self.CHUNK_MAX, n - self.CHUNK_MIN) + 1):
+                if doc[i - 1].text in self._BREAKS:
+                    cut = i
+                    break
+            out.append(cut)
+            last = cut
+        return out
+
+    def pipe(self, texts: Sequence[str], *, chunked: bool = True) -> list[Any]:
+        nlp, ner = self.nlp, self.ner
+        docs = [nlp.make_doc(t) for t in texts]
+        if not any(len(d) for d in docs):
+            ner.set_annotations(docs, ner.moves.init_batch(docs))
+            return docs
+        ner._ensure_labels_are_added(docs)
+        set_dropout_rate(ner.model, 0.0)
+        chunks: list[_Chunk] = []
+        per_doc: list[list[_Chunk]] = []
+        for i, (doc, state) in enumerate(zip(docs, ner.moves.init_batch(docs), strict=True)):
+            mine: list[_Chunk] = []
+            per_doc.append(mine)
+            if state.is_final():
+                continue
+            at = 0
+            for split in [*(self._splits(doc) if chunked else ()), -1]:
+                chunk = _Chunk(i, state, split)
+                if mine:
+                    mine[-1].next = chunk
+                mine.append(chunk)
+                if split < 0:
+                    break
+                state = state.copy()
+                while at < split:  # the transition of the O move (``ner.pyx`` ``Out``): shift one token
+                    state.push()
+                    state.pop()
+                    at += 1
+            chunks.extend(mine)
+        step = ner.model.predict(docs)
+        try:
+            upper = step.vec2scores
+            weights, bias = upper.get_param("W"), upper.get_param("b")
+            unseen = step._class_mask == 0
+            mask = bool(unseen.any())
+            active = chunks
+            while active:
+                states = [c.state for c in active]
+                vectors, _ = step.state2vec(step.get_token_ids(states), False)
+                scores = upper.ops.gemm(vectors, weights, trans2=True)
+                scores += bias
+                if mask:
+                    scores[:, unseen] = numpy.nanmin(scores)
+                ner.transition_states(states, scores)
+                going: list[_Chunk] = []
+                for c in active:
+                    if not c.alive:
+                        continue
+                    st = c.state
+                    if st.is_final():
+                        if c.stop >= 0:  # stopped early (no valid move): so would the whole document
+                            nxt = c.next
+                            while nxt is not None:
+                                nxt.alive = False
+                                nxt = nxt.next
+                            c.next = None
+                        continue
+                    if c.stop >= 0 and st.B(0) == c.stop:
+                        if not st.entity_is_open():
+                            continue  # the next chunk started right
+                        nxt = c.next  # an entity goes on: decode the next chunk's tokens here
+                        if nxt is None:
+                            raise ScanError("NER chunk bookkeeping lost the next chunk")
+                        nxt.alive = False
+                        c.stop, c.next = nxt.stop, nxt.next
+                    going.append(c)
+                active = [c for c in going if c.alive]
+        finally:
+            step.clear_memory()
+        for doc, mine in zip(docs, per_doc, strict=True):
+            states = [c.state for c in mine if c.alive] or ner.moves.init_batch([doc])
+            ner.set_annotations([doc] * len(states), states)
+        return docs
+
+
+def _annotations(doc: Any) -> tuple[Any, ...]:
+    return (
+        tuple((e.start, e.end, e.label_, e.kb_id_) for e in doc.ents),
+        tuple((t.ent_iob, t.ent_type) for t in doc),
+    )
+
+
 class FastPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc]
     """Presidio's ``PhoneRecognizer`` with the same matches and scores: ``phonenumbers``'
     ``PhoneNumberMatcher`` per region. It skips Presidio's re-parse of every match without a region
@@ -265,6 +457,8 @@ class PresidioEngine:
         self.ner_available = not isinstance(engine, NoOpNlpEngine)
         self.has_lemmas = bool(getattr(engine, "has_lemmas", False)) and self.ner_available
         self._tokenizer = engine.nlp[nlp.language] if self.ner_available else spacy.blank(nlp.language)
+        self._greedy = _GreedyNer.checked(engine.nlp[nlp.language]) if self.ner_available else None
+        """The stepwise NER decoder (same entities as ``nlp.pipe``, see :class:`_GreedyNer`), if usable."""
 
         registry = RecognizerRegistry(supported_languages=[nlp.language])
         registry.load_predefined_recognizers(languages=[nlp.language], nlp_engine=engine)
@@ -311,12 +505,19 @@ class PresidioEngine:
             return self._tokenizer.make_doc(text)
 
     def ner_artifacts(self, texts: Sequence[str]) -> list[NlpArtifacts]:
-        """NER over several texts in one ``nlp.pipe`` batch."""
+        """NER over several texts in batches of 64 (``nlp.pipe``, or the stepwise decoder giving the same entities)."""
         if not self.ner_available:
             return [self.light_artifacts(t) for t in texts]
         nlp = self.nlp_engine.nlp[self.language]
         with self._nlp_lock:
-            docs = list(nlp.pipe(list(texts), batch_size=64))
+            docs: list[Any] | None = None
+            if self._greedy is not None:
+                try:
+                    docs = [doc for i in range(0, len(texts), 64) for doc in self._greedy.pipe(texts[i : i + 64])]
+                except Exception:  # decode these texts with nlp.pipe instead (whose errors do propagate)
+                    logger.warning("data plane: stepwise NER decoding failed; using nlp.pipe", exc_info=True)
+            if docs is None:
+                docs = list(nlp.pipe(list(texts), batch_size=64))
         return [_DocArtifacts(self, doc) for doc in docs]
 
     def recognizers(self, entities: Sequence[str], ad_hoc: Sequence[EntityRecognizer]) -> list[EntityRecognizer]:

@@ -413,7 +413,10 @@ class CompiledConfig:
 
 def _candidates(text: str, entities: Iterable[str]) -> list[str]:
     """Entities whose recognizers could match ``text`` at all (necessary conditions only)."""
-    digits = sum(c.isdigit() for c in text) if any(c.isdigit() for c in text[:4096]) or len(text) > 4096 else 0
+    if text.isascii():
+        digits = len(text) - len(text.translate(_DROP_ASCII_DIGITS))
+    else:
+        digits = sum(c.isdigit() for c in text) if any(c.isdigit() for c in text[:4096]) or len(text) > 4096 else 0
     out = []
     for e in entities:
         need = _NEEDS.get(e)
@@ -422,6 +425,7 @@ def _candidates(text: str, entities: Iterable[str]) -> list[str]:
     return sorted(out)
 
 
+_DROP_ASCII_DIGITS = str.maketrans("", "", "0123456789")
 _KEY_HINT = re.compile(
     r"AKIA|ASIA|ABIA|ACCA|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|hooks\.slack|[sr]k_(?:live|test)_|sk-|AIza|SG\.|npm_|pypi-|hf_"
     r"|(?i:key|secret|token|bearer|passw|pwd|authoriz|credential)"
@@ -466,14 +470,12 @@ def may_hold_names(leaf: Leaf, scope: Scope) -> bool:
     """Should NER run on this leaf? Not on keys, numbers, identifiers, addresses or skipped fields."""
     if leaf.is_key or leaf.origin in ("int", "float") or len(leaf.text) < 2:
         return False
-    if field_matches(leaf.path, leaf.field, scope.ner_skip_fields):
-        return False
     text = leaf.text
     if not any(c.isalpha() for c in text):
         return False
-    if not any(c.isspace() for c in text):
-        return not (any(c.isdigit() for c in text) or _NAMELESS.search(text))
-    return True
+    if not any(c.isspace() for c in text) and (any(c.isdigit() for c in text) or _NAMELESS.search(text)):
+        return False
+    return not field_matches(leaf.path, leaf.field, scope.ner_skip_fields)
 
 
 # ---- operators ---------------------------------------------------------------------------------
@@ -846,7 +848,9 @@ def _rewrite(
                 out[name][leaf.index] = leaf.text + marker
             continue
         text = leaf.text
-        if rewrite:
+        if rewrite and ev_dets == rewrite:
+            text = ev_text  # the same detections with the same (deterministic) operators
+        elif rewrite:
             text = ops.apply(text, rewrite, {d.entity: op(d.entity, evidence=False) for d in rewrite})
         if restore and toks:
             pseudo = ops.pseudo()
