@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import FrozenInstanceError, dataclass
 from typing import Any
@@ -518,6 +519,7 @@ class FlowIndex:
         self._pending: list[FlowContent] = []
         """Applied items not indexed yet (oldest first): their values are extracted when the index is read."""
         self._pending_bound = 0
+        self._settling = threading.Lock()
 
     def __repr__(self) -> str:
         return f"FlowIndex(contents={len(self.contents)}, pending={len(self._pending)}, truncated={self.truncated})"
@@ -526,13 +528,16 @@ class FlowIndex:
 
     def _settle(self) -> None:
         """Index the waiting items, oldest first (extracting their values)."""
-        pending = self._pending
-        while pending:
-            fc = pending[0]
-            self._entries += fc.size
-            self._index(fc)
-            pending.pop(0)
-        self._pending_bound = 0
+        if not self._pending:
+            return
+        with self._settling:  # two readers (a decision, a store's reader) never index an item twice
+            pending = self._pending
+            while pending:
+                fc = pending[0]
+                self._entries += fc.size
+                self._index(fc)
+                pending.pop(0)
+            self._pending_bound = 0
 
     @property
     def pending(self) -> int:
@@ -603,8 +608,9 @@ class FlowIndex:
         self.contents.append(fc)
         self.indexed_bytes += fc.indexed_bytes
         if self._pending or not fc.extracted:
-            self._pending.append(fc)  # after every item waiting already: the order is the index's
-            self._pending_bound += fc.size_bound
+            with self._settling:
+                self._pending.append(fc)  # after every item waiting already: the order is the index's
+                self._pending_bound += fc.size_bound
             return
         self._entries += fc.size
         self._index(fc)
