@@ -32,15 +32,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass
 from typing import Any
 
 from ._flowvalues import KINDS as _KINDS
 from ._flowvalues import _leaves as _value_leaves
 from ._flowvalues import (
+    cut_content,
     extract,
     extract_values,
+    normalize,
     number_values,
     phrase,
     phrases,
@@ -228,37 +231,167 @@ def split_trust(content: Any, *, trusted: bool, paths: tuple[JsonPath, ...]) -> 
 # content items
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """What a lazy :class:`FlowContent` extracts when its values are first read: the texts
+    :meth:`FlowContent.of` would have extracted at once (cut to their budgets already)."""
+
+    text: str | None
+    """The item's text within its budgets (``None``: no content)."""
+    vouched: str | None
+    """The text of the trusted fields of a partly trusted item (``None``: none)."""
+    user: str | None
+    """The user's own words (phrases and numbers for ``from_user``; ``None``: not the user's)."""
+    markers: frozenset[str]
+    """The markers known without extracting (``!bytes:N``, ``!over``, ``!user``)."""
+    bound: int
+    """An upper bound of the item's :attr:`FlowContent.size` (lets the session cap skip extracting)."""
+
+    def extract(self) -> tuple[frozenset[str], frozenset[bytes]]:
+        """Exactly what the eager path computes (``extract`` of each text)."""
+        values: set[str] = set(extract_values(self.text)) if self.text else set()
+        shing: frozenset[bytes] = frozenset(shingles(self.text)) if self.text else frozenset()
+        if self.vouched:
+            values |= {_VOUCHED + v for v in extract_values(self.vouched)}
+        if self.user is not None:
+            values |= {_PHRASE + h for h in phrases(self.user)}
+            values |= {_NUMBER + n for n in number_values(self.user)}
+        values |= self.markers
+        return frozenset(values), shing
+
+
+_SIZE_PER_CHAR = 16
+"""Entries (values + shingles) one character of a normalized text can give at most. Typed values:
+≤ 2 per ``@``, ≤ 3 per URL (≥ 7 characters) or host (≥ 3) match, 1 per account or amount match
+(≥ 2), matches not overlapping, in the text and in its de-obfuscated form (never longer): < 10.
+Shingles: ≤ 1 per word, a word and its separator ≥ 2 characters of a case-folded text (≤ 3 times
+longer): ≤ 1.5 (+1). The user's phrases: ≤ 5 per token (ditto): ≤ 7.5 (+5); numbers ≤ 1. The main
+text gives < 12, the vouched text < 10, the user's text < 9."""
+
+
+def _size_bound(*texts: str | None) -> int:
+    """An upper bound of the entries the texts can add to a flow index (see :data:`_SIZE_PER_CHAR`)."""
+    return 8 + _SIZE_PER_CHAR * sum(len(normalize(t)) for t in texts if t)
+
+
 class FlowContent:
-    """What one content item adds to a session's flow index (extracted once, applied at commit).
+    """What one content item adds to a session's flow index (its budget figures known at once,
+    its values extracted the first time they are read, then kept).
 
     ``values`` holds the item's typed values and its markers (a trusted field's value as ``+kind:v``,
     ``!user``, ``!over``, ``!bytes:N``, the user's phrases and numbers): the stores persist it as it is.
+
+    Most items are never read: a session's index is consulted only when a consequential action is
+    checked against the pack's flow rules or a condition calls a provenance function. So
+    :meth:`of` defers the extraction (the regular expressions, the shingles) until then; the result
+    is exactly that of extracting at once (:meth:`of` with ``lazy=False``).
     """
+
+    __slots__ = ("_lazy", "_shingles", "_values", "action_id", "tool", "trusted")
 
     action_id: str
     tool: str | None
     trusted: bool
-    values: frozenset[str]
-    shingles: frozenset[bytes]
+    _values: frozenset[str]
+    _shingles: frozenset[bytes]
+    _lazy: _Deferred | None
+
+    def __init__(
+        self, action_id: str, tool: str | None, trusted: bool, values: frozenset[str], shingles: frozenset[bytes]
+    ) -> None:
+        object.__setattr__(self, "action_id", action_id)
+        object.__setattr__(self, "tool", tool)
+        object.__setattr__(self, "trusted", trusted)
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_shingles", shingles)
+        object.__setattr__(self, "_lazy", None)
+
+    @classmethod
+    def _deferred(cls, action_id: str, tool: str | None, trusted: bool, lazy: _Deferred) -> FlowContent:
+        fc = cls(action_id, tool, trusted, frozenset(), frozenset())
+        object.__setattr__(fc, "_lazy", lazy)
+        return fc
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def _force(self) -> None:
+        lazy = self._lazy
+        if lazy is not None:
+            values, shing = lazy.extract()
+            object.__setattr__(self, "_values", values)
+            object.__setattr__(self, "_shingles", shing)
+            object.__setattr__(self, "_lazy", None)  # last: a reader that sees None sees both sets
+
+    @property
+    def extracted(self) -> bool:
+        """Whether the values are known (extracted, or given)."""
+        return self._lazy is None
+
+    @property
+    def values(self) -> frozenset[str]:
+        if self._lazy is not None:
+            self._force()
+        return self._values
+
+    @property
+    def shingles(self) -> frozenset[bytes]:
+        if self._lazy is not None:
+            self._force()
+        return self._shingles
+
+    def _key(self) -> tuple[str, str | None, bool, frozenset[str], frozenset[bytes]]:
+        return (self.action_id, self.tool, self.trusted, self.values, self.shingles)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, FlowContent)
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"FlowContent(action_id={self.action_id!r}, tool={self.tool!r}, trusted={self.trusted!r}, "
+            f"values={self.values!r}, shingles={self.shingles!r})"
+        )
+
+    def __reduce__(self) -> Any:
+        return (FlowContent, self._key())
 
     @property
     def size(self) -> int:
         return len(self.values) + len(self.shingles)
 
     @property
+    def size_bound(self) -> int:
+        """An upper bound of :attr:`size`, known without extracting (exact once extracted)."""
+        lazy = self._lazy
+        return lazy.bound if lazy is not None else len(self._values) + len(self._shingles)
+
+    def _marked(self, marker: str) -> bool:
+        lazy = self._lazy
+        return marker in (lazy.markers if lazy is not None else self._values)
+
+    @property
     def user(self) -> bool:
         """The user's own words."""
-        return _USER in self.values
+        return self._marked(_USER)
 
     @property
     def over_budget(self) -> bool:
         """Untrusted content beyond its byte budget: it counts as untrusted in full."""
-        return _OVER in self.values
+        return self._marked(_OVER)
 
     @property
     def indexed_bytes(self) -> int:
-        for v in self.values:
+        lazy = self._lazy
+        for v in lazy.markers if lazy is not None else self._values:
             if v.startswith(_BYTES):
                 return int(v[len(_BYTES) :])
         return 0
@@ -282,10 +415,40 @@ class FlowContent:
         user: bool = False,
         vouched: Any = None,
         session_bytes: int = 0,
+        lazy: bool = True,
     ) -> FlowContent:
         """Index one content item. ``trusted=False`` with ``vouched`` (the trusted fields' part) makes
         a partly trusted item; ``user=True`` marks the user's own words (trusted, and remembered for
-        ``from_user``). ``session_bytes`` already indexed in the session count against its budget."""
+        ``from_user``). ``session_bytes`` already indexed in the session count against its budget.
+
+        The texts are cut to their budgets at once (so :attr:`indexed_bytes`, :attr:`over_budget`
+        and the next item's budget are exact); with ``lazy`` (the default) the values are extracted
+        from those texts when first read, otherwise now. Both give the same item."""
+        if not lazy:
+            return cls._eager(content, trusted, action_id, tool, user, vouched, session_bytes)
+        markers: set[str] = set()
+        text: str | None = None
+        indexed = 0
+        if content is not None:
+            text, _, indexed, cut = cut_content(content, session_bytes=session_bytes)
+            if not trusted and cut:
+                markers.add(_OVER)
+        vtext: str | None = None
+        if vouched is not None and not trusted:
+            vtext, _, vbytes, _ = cut_content(vouched, session_bytes=session_bytes + indexed)
+            indexed += vbytes
+        utext: str | None = None
+        if user and trusted and content is not None:
+            utext = text_of(content)
+            markers.add(_USER)
+        markers.add(f"{_BYTES}{indexed}")
+        deferred = _Deferred(text, vtext, utext, frozenset(markers), _size_bound(text, vtext, utext) + len(markers))
+        return cls._deferred(action_id, tool, trusted, deferred)
+
+    @classmethod
+    def _eager(
+        cls, content: Any, trusted: bool, action_id: str, tool: str | None, user: bool, vouched: Any, session_bytes: int
+    ) -> FlowContent:
         fc = extract(content, session_bytes=session_bytes) if content is not None else None
         values: set[str] = set(fc.values) if fc else set()
         shing: frozenset[bytes] = fc.shingles if fc else frozenset()
@@ -309,31 +472,122 @@ EVICTED = Source("evicted", None)
 """The source named when a session's flow index was truncated (its budget was exceeded)."""
 
 
-@dataclass
 class FlowIndex:
     """The values and shingles of untrusted and trusted content seen in one session.
 
     ``max_entries`` caps the index (values + shingles). Past it the oldest content is dropped and the
     index is marked ``truncated``: from then on every value of a covered argument that is not known
     to be trusted counts as untrusted (fail closed: nothing evicted can launder a value).
+
+    Content whose values are not extracted yet (a lazy :class:`FlowContent`) waits, in order, until
+    the index is read (a check, a provenance function, :attr:`empty`, :attr:`entries`...): it is then
+    indexed exactly as if it had been indexed on arrival. The cap is enforced without extracting as
+    long as an upper bound of the entries proves it is not reached.
     """
 
-    untrusted_values: dict[str, Source] = field(default_factory=dict)
-    untrusted_shingles: dict[bytes, Source] = field(default_factory=dict)
-    trusted_values: set[str] = field(default_factory=set)
-    trusted_shingles: set[bytes] = field(default_factory=set)
-    user_values: set[str] = field(default_factory=set)
-    """Typed values, phrases and numbers of the user's own words (``from_user``)."""
-    user_shingles: set[bytes] = field(default_factory=set)
-    sources: int = 0
-    contents: list[FlowContent] = field(default_factory=list)
-    """Every applied content item, oldest first (what eviction drops and a store persists)."""
-    entries: int = 0
-    truncated: bool = False
-    over_budget: Source | None = None
-    """The first untrusted item that exceeded its byte budget (it counts as untrusted in full)."""
-    indexed_bytes: int = 0
-    """Bytes of content indexed in this session (against ``_flowvalues.MAX_SESSION_BYTES``)."""
+    def __init__(
+        self,
+        untrusted_values: dict[str, Source] | None = None,
+        untrusted_shingles: dict[bytes, Source] | None = None,
+        trusted_values: set[str] | None = None,
+        trusted_shingles: set[bytes] | None = None,
+        user_values: set[str] | None = None,
+        user_shingles: set[bytes] | None = None,
+        sources: int = 0,
+        contents: list[FlowContent] | None = None,
+        entries: int = 0,
+        truncated: bool = False,
+        over_budget: Source | None = None,
+        indexed_bytes: int = 0,
+    ) -> None:
+        self._untrusted_values: dict[str, Source] = {} if untrusted_values is None else untrusted_values
+        self._untrusted_shingles: dict[bytes, Source] = {} if untrusted_shingles is None else untrusted_shingles
+        self._trusted_values: set[str] = set() if trusted_values is None else trusted_values
+        self._trusted_shingles: set[bytes] = set() if trusted_shingles is None else trusted_shingles
+        self._user_values: set[str] = set() if user_values is None else user_values
+        """Typed values, phrases and numbers of the user's own words (``from_user``)."""
+        self._user_shingles: set[bytes] = set() if user_shingles is None else user_shingles
+        self._sources = sources
+        self.contents: list[FlowContent] = [] if contents is None else contents
+        """Every applied content item, oldest first (what eviction drops and a store persists)."""
+        self._entries = entries
+        self.truncated = truncated
+        self._over_budget = over_budget
+        """The first untrusted item that exceeded its byte budget (it counts as untrusted in full)."""
+        self.indexed_bytes = indexed_bytes
+        """Bytes of content indexed in this session (against ``_flowvalues.MAX_SESSION_BYTES``)."""
+        self._pending: list[FlowContent] = []
+        """Applied items not indexed yet (oldest first): their values are extracted when the index is read."""
+        self._pending_bound = 0
+        self._settling = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"FlowIndex(contents={len(self.contents)}, pending={len(self._pending)}, truncated={self.truncated})"
+
+    # ---- the index, brought up to date before it is read ----------------------------------------
+
+    def _settle(self) -> None:
+        """Index the waiting items, oldest first (extracting their values)."""
+        if not self._pending:
+            return
+        with self._settling:  # two readers (a decision, a store's reader) never index an item twice
+            pending = self._pending
+            while pending:
+                fc = pending[0]
+                self._entries += fc.size
+                self._index(fc)
+                pending.pop(0)
+            self._pending_bound = 0
+
+    @property
+    def pending(self) -> int:
+        """Items applied but not indexed yet (their values not extracted)."""
+        return len(self._pending)
+
+    @property
+    def untrusted_values(self) -> dict[str, Source]:
+        self._settle()
+        return self._untrusted_values
+
+    @property
+    def untrusted_shingles(self) -> dict[bytes, Source]:
+        self._settle()
+        return self._untrusted_shingles
+
+    @property
+    def trusted_values(self) -> set[str]:
+        self._settle()
+        return self._trusted_values
+
+    @property
+    def trusted_shingles(self) -> set[bytes]:
+        self._settle()
+        return self._trusted_shingles
+
+    @property
+    def user_values(self) -> set[str]:
+        self._settle()
+        return self._user_values
+
+    @property
+    def user_shingles(self) -> set[bytes]:
+        self._settle()
+        return self._user_shingles
+
+    @property
+    def sources(self) -> int:
+        self._settle()
+        return self._sources
+
+    @property
+    def entries(self) -> int:
+        self._settle()
+        return self._entries
+
+    @property
+    def over_budget(self) -> Source | None:
+        self._settle()
+        return self._over_budget
 
     def add(
         self, content: Any, *, trusted: bool, action_id: str, tool: str | None, user: bool = False, vouched: Any = None
@@ -352,55 +606,65 @@ class FlowIndex:
 
     def apply(self, fc: FlowContent) -> None:
         self.contents.append(fc)
-        self.entries += fc.size
+        self.indexed_bytes += fc.indexed_bytes
+        if self._pending or not fc.extracted:
+            with self._settling:
+                self._pending.append(fc)  # after every item waiting already: the order is the index's
+                self._pending_bound += fc.size_bound
+            return
+        self._entries += fc.size
         self._index(fc)
 
     def _index(self, fc: FlowContent) -> None:
-        self.indexed_bytes += fc.indexed_bytes
         if fc.trusted:
             typed = set(fc.typed())
             if fc.user:
                 # the user's own words vouch for a value whatever came before
-                self.trusted_values |= typed
-                self.trusted_shingles |= fc.shingles
-                self.user_values |= typed
-                self.user_values |= {v for v in fc.values if v[:1] in (_PHRASE, _NUMBER)}
-                self.user_shingles |= fc.shingles
+                self._trusted_values |= typed
+                self._trusted_shingles |= fc.shingles
+                self._user_values |= typed
+                self._user_values |= {v for v in fc.values if v[:1] in (_PHRASE, _NUMBER)}
+                self._user_shingles |= fc.shingles
                 return
             # a trusted result repeating what an untrusted step brought earlier does not launder it
-            self.trusted_values |= {v for v in typed if v not in self.untrusted_values}
-            self.trusted_shingles |= {s for s in fc.shingles if s not in self.untrusted_shingles}
+            self._trusted_values |= {v for v in typed if v not in self._untrusted_values}
+            self._trusted_shingles |= {s for s in fc.shingles if s not in self._untrusted_shingles}
             return
-        self.trusted_values |= {v for v in fc.vouched() if v not in self.untrusted_values}
+        self._trusted_values |= {v for v in fc.vouched() if v not in self._untrusted_values}
         src = Source(fc.action_id, fc.tool)
-        self.sources += 1
+        self._sources += 1
         for v in fc.typed():
-            self.untrusted_values.setdefault(v, src)
+            self._untrusted_values.setdefault(v, src)
         for s in fc.shingles:
-            self.untrusted_shingles.setdefault(s, src)
-        if fc.over_budget and self.over_budget is None:
-            self.over_budget = src
+            self._untrusted_shingles.setdefault(s, src)
+        if fc.over_budget and self._over_budget is None:
+            self._over_budget = src
 
     def evict(self, max_entries: int) -> int:
         """Drop the oldest content until the index holds at most ``max_entries``; returns how many items went."""
-        if self.entries <= max_entries:
+        if self._pending and self._entries + self._pending_bound <= max_entries:
+            return 0  # the bound proves the cap is not reached: nothing to extract to know it
+        self._settle()
+        if self._entries <= max_entries:
             return 0
         dropped = 0
-        while self.contents and self.entries > max_entries:
-            self.entries -= self.contents.pop(0).size
+        while self.contents and self._entries > max_entries:
+            self._entries -= self.contents.pop(0).size
             dropped += 1
         self.truncated = True
-        self.untrusted_values, self.untrusted_shingles = {}, {}
-        self.trusted_values, self.trusted_shingles = set(), set()
-        self.user_values, self.user_shingles = set(), set()
-        self.sources, self.over_budget, self.indexed_bytes = 0, None, 0
+        self._untrusted_values, self._untrusted_shingles = {}, {}
+        self._trusted_values, self._trusted_shingles = set(), set()
+        self._user_values, self._user_shingles = set(), set()
+        self._sources, self._over_budget, self.indexed_bytes = 0, None, 0
         for fc in self.contents:
+            self.indexed_bytes += fc.indexed_bytes
             self._index(fc)
         return dropped
 
     @property
     def empty(self) -> bool:
-        return not self.truncated and self.over_budget is None and not self.untrusted_values and not self.untrusted_shingles
+        self._settle()
+        return not self.truncated and self._over_budget is None and not self._untrusted_values and not self._untrusted_shingles
 
     def _unknown(self) -> Source | None:
         """Where a value found nowhere comes from: the over-budget item, the evicted content, or nowhere."""
