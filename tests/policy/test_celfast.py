@@ -80,6 +80,11 @@ atom = st.one_of(
     ),
     path,
     st.sampled_from(["true", "false"]),
+    st.tuples(
+        st.one_of(path, literal),
+        st.sampled_from(["==", "!="]),
+        st.sampled_from(["map", "list", "string", "int", "uint", "double", "bool", "null_type", "type", "type(1)"]),
+    ).map(lambda t: f"type({t[0]}) {t[1]} {t[2]}"),
 )
 expressions = st.recursive(
     atom,
@@ -157,6 +162,7 @@ def test_the_common_conditions_are_compiled_and_decided() -> None:
         "!(args.to in ['b@x.example'])": True,
         "size(args.tags) == 1 && args.memo.startsWith('ref')": True,
         "tool.connector == 'crm' && 'analyst' in user.roles": True,
+        "type(args) == map && size(args.tags) > 3": False,
     }
     for source, expected in cases.items():
         fast = compile_fast(source, (*CEL_VARIABLES, "lists"))

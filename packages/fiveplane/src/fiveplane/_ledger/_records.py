@@ -31,9 +31,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import rfc8785
-
-from .._actions import Action, MediationPoint
+from .._actions import Action, MediationPoint, canonical_json, plain_json
 from .._decisions import Decision, ObligationKind
 from .._evidence import Outcome, digest_value
 from ._merkle import hash_leaf
@@ -88,46 +86,9 @@ class PendingRecord:
     body: bytes | None
 
 
-_SAFE_INT = 2**53 - 1
-
-
-def _plain(value: Any) -> bool:
-    """True when ``json.dumps(sort_keys=True)`` provably equals RFC 8785 for ``value``.
-
-    That holds for str / bool / None / safe ints, lists and dicts with ASCII keys (code-point order
-    is then UTF-16 order) and no floats (number formatting is where the two differ).
-    """
-    stack = [value]
-    pop, push, extend = stack.pop, stack.append, stack.extend
-    while stack:
-        v = pop()
-        t = type(v)
-        if t is str or t is bool or v is None:
-            continue
-        if t is int:
-            if not -_SAFE_INT <= v <= _SAFE_INT:
-                return False
-        elif t is dict:
-            for k, item in v.items():
-                if type(k) is not str or not k.isascii():
-                    return False
-                push(item)
-        elif t is list or t is tuple:
-            extend(v)
-        else:
-            return False
-    return True
-
-
-def canonical(value: Any, *, plain: bool | None = None) -> bytes:
-    """RFC 8785 canonical JSON. Plain values take the C ``json`` encoder (same bytes, 5x faster);
-    anything else (floats, non-ASCII keys, big ints, subclasses) goes through the ``rfc8785`` package."""
-    if plain if plain is not None else _plain(value):
-        try:
-            return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
-        except UnicodeEncodeError:
-            pass
-    return rfc8785.dumps(value)
+canonical = canonical_json
+"""RFC 8785 canonical JSON (the one implementation: :func:`fiveplane._actions.canonical_json`)."""
+_plain = plain_json
 
 
 def payload_digest(salt: bytes, body: bytes) -> str:

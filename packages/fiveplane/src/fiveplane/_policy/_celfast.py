@@ -78,6 +78,35 @@ def _kind(v: Any) -> int:
     return _K_OTHER
 
 
+class _Type:
+    """A CEL type value (``type(x)``, or a type name such as ``map``)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+_TYPE_NAMES = frozenset({"map", "list", "string", "int", "uint", "double", "bool", "bytes", "null_type", "type"})
+_TYPES = {name: _Type(name) for name in _TYPE_NAMES}
+_TYPE_OF: dict[int, _Type] = {
+    _K_MAP: _TYPES["map"],
+    _K_LIST: _TYPES["list"],
+    _K_STR: _TYPES["string"],
+    _K_BOOL: _TYPES["bool"],
+    _K_NULL: _TYPES["null_type"],
+}
+
+
+def _type_of(v: Any) -> Any:
+    k = _kind(v)
+    if k == _K_NUM:
+        return _TYPES["int"] if type(v) is int else _TYPES["double"]
+    if k == _K_OTHER:
+        return _TYPES["type"] if type(v) is _Type else _NO
+    return _TYPE_OF[k]
+
+
 def _utf8(s: str) -> bool:
     try:
         s.encode("utf-8")
@@ -220,6 +249,16 @@ class _Parser:
                 arg = self.or_()
                 self.take(")", "op")
                 return _size(arg)
+            if v == "type" and self.i + 1 < len(self.t) and self.t[self.i + 1][1] == "(":
+                self.take()
+                self.take("(", "op")
+                arg = self.or_()
+                self.take(")", "op")
+                return _typeof(arg)
+            if v in _TYPE_NAMES and v not in self.variables:
+                self.take()
+                t = _TYPES[v]
+                return lambda env, t=t: t  # type: ignore[misc]
             if v in self.variables:
                 return self.path()
         raise _Unsupported
@@ -386,6 +425,11 @@ def _compare(op: str, a: Node, b: Node) -> Node:
         y = b(env)
         if y is _NO:
             return _NO
+        tx, ty = type(x) is _Type, type(y) is _Type
+        if tx or ty:
+            if not (tx and ty) or op not in ("==", "!="):
+                return _NO
+            return (x.name == y.name) is (op == "==")
         kx, ky = _kind(x), _kind(y)
         if kx != ky or kx >= _K_LIST:
             return _NO
@@ -432,6 +476,14 @@ def _member(a: Node, b: Node) -> Node:
             if ky == _K_OTHER or (ky == _K_NUM and type(y) is int and abs(y) > _EXACT):
                 return _NO
         return False
+
+    return f
+
+
+def _typeof(a: Node) -> Node:
+    def f(env: dict[str, Any]) -> Any:
+        v = a(env)
+        return _NO if v is _NO else _type_of(v)
 
     return f
 
