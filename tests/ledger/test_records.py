@@ -159,3 +159,12 @@ def test_result_content_is_digested() -> None:
     assert json.loads(intent.body or b"")["action"]["content_digest"].startswith("sha256:")
     kept = action_records("o.example/log", result, decision, store_results=True)[0]
     assert b"078-05-1120" in (kept.body or b"")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.floats(min_value=1e-4, max_value=1e16))
+def test_floats_take_the_fast_encoder_only_where_it_is_exact(value: float) -> None:
+    from fiveplane._actions import plain_json
+
+    assert canonical({"x": value, "l": [value]}) == rfc8785.dumps({"x": value, "l": [value]})
+    assert plain_json(value) == (1e-4 <= abs(value) < 1e16 and not value.is_integer())

@@ -90,7 +90,9 @@ def plain_json(value: Any) -> bool:
     """True when ``json.dumps(sort_keys=True)`` provably equals RFC 8785 for ``value``.
 
     That holds for str / bool / None / safe ints, lists and dicts with ASCII keys (code-point order
-    is then UTF-16 order) and no floats (number formatting is where the two differ).
+    is then UTF-16 order), and floats that are not whole numbers with 1e-4 <= |x| < 1e16: Python's
+    ``repr`` then writes them in plain decimal notation with the shortest round-trip digits, as
+    ECMAScript (hence RFC 8785) does. Other floats (1.0, 1e-7, 1e21) are written differently.
     """
     stack = [value]
     pop, push, extend = stack.pop, stack.append, stack.extend
@@ -101,6 +103,9 @@ def plain_json(value: Any) -> bool:
             continue
         if t is int:
             if not -_SAFE_INT <= v <= _SAFE_INT:
+                return False
+        elif t is float:
+            if not 1e-4 <= abs(v) < 1e16 or v.is_integer():
                 return False
         elif t is dict:
             for k, item in v.items():

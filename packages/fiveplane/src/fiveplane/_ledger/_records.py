@@ -130,6 +130,7 @@ def make_record(
     time: str | None = None,
 ) -> PendingRecord:
     """Build the envelope (canonical JSON, RFC 8785) and leaf hash of one record."""
+    kind = str(kind)  # a RecordKind member is written as its value: a plain str takes the fast encoder
     rand = _random32()  # record id (16 bytes) and payload salt (16 bytes)
     env: dict[str, Any] = {
         "schema": SCHEMA,
