@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fiveplane import Action, Decision, Finding, Obligation, ObligationKind, Outcome, OutcomeStatus, Severity, Verdict
+from fiveplane._actions import canonical_json as canonical
 from fiveplane._ledger._merkle import hash_leaf
-from fiveplane._ledger._records import action_records, canonical, decode_envelope, make_record, outcome_record, payload_digest
+from fiveplane._ledger._records import action_records, decode_envelope, make_record, outcome_record, payload_digest
 
 json_values = st.recursive(
     st.none()

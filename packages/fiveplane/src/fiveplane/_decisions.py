@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -69,11 +70,14 @@ for _v, _r in _RANK.items():
     _v._proceeds = _v in (Verdict.ALLOW, Verdict.MODIFY, Verdict.NARROW)  # type: ignore[attr-defined]
 
 
+_rank_of = operator.attrgetter("_rank")
+
+
 def strongest(verdicts: list[Verdict] | tuple[Verdict, ...]) -> Verdict:
     """Deny-overrides combination. An empty list is an error, never an allow."""
     if not verdicts:
         raise ValueError("no verdict to combine: refusing to default to allow")
-    return max(verdicts, key=_RANK.__getitem__)
+    return max(verdicts, key=_rank_of)
 
 
 class Severity(StrEnum):

@@ -282,8 +282,13 @@ class Governor:
 
     def normalize(self, action: Action) -> tuple[Action, list[Finding]]:
         """Fill connector and class from the catalog (which is authoritative)."""
+        plan, action = self._planned(action)
+        return action, list(plan.notes)
+
+    def _planned(self, action: Action) -> tuple[Plan, Action]:
+        """The decision plan of the action, and the action as the catalog corrects it."""
         plan = plan_for(self.policy, action.point, action.tool, action.connector, action.action_class)
-        return plan.normalize(action), list(plan.notes)
+        return plan, plan.normalize(action)
 
     # The path of one decision is written once, as a generator of effects (evaluate the planes, their
     # on_decision, the evidence write, blocking I/O); ``decide`` and ``adecide`` drive it, so sync and
@@ -294,9 +299,7 @@ class Governor:
     def decide(self, action: Action) -> Decision:
         """Judge one action (sync). Never raises for a bad action or a failing plane: it blocks."""
         t0 = time.perf_counter_ns()
-        plan = plan_for(self.policy, action.point, action.tool, action.connector, action.action_class)
-        if plan.updates:
-            action = plan.normalize(action)
+        plan, action = self._planned(action)
         try:
             tx = self.sessions.begin(action.session_id)
         except Exception as exc:  # noqa: BLE001 - no session state, no decision but block
@@ -310,9 +313,7 @@ class Governor:
     async def adecide(self, action: Action) -> Decision:
         """Async twin of :meth:`decide`; planes run concurrently, heavy ones and I/O off the event loop."""
         t0 = time.perf_counter_ns()
-        plan = plan_for(self.policy, action.point, action.tool, action.connector, action.action_class)
-        if plan.updates:
-            action = plan.normalize(action)
+        plan, action = self._planned(action)
         try:
             tx = await self.sessions.abegin(action.session_id)
         except Exception as exc:  # noqa: BLE001

@@ -42,7 +42,6 @@ __all__ = [
     "PendingRecord",
     "RecordKind",
     "action_records",
-    "canonical",
     "decode_envelope",
     "make_record",
     "outcome_record",
@@ -84,11 +83,6 @@ class PendingRecord:
     leaf_hash: bytes
     salt: bytes | None
     body: bytes | None
-
-
-canonical = canonical_json
-"""RFC 8785 canonical JSON (the one implementation: :func:`fiveplane._actions.canonical_json`)."""
-_plain = plain_json
 
 
 def payload_digest(salt: bytes, body: bytes) -> str:
@@ -153,10 +147,10 @@ def make_record(
         env["payload"] = {"digest": payload_digest(salt, body), "size": len(body)}
     try:
         # everything but meta and the caller's ids is built here from str / int values
-        plain = _plain(meta) and all(
+        plain = plain_json(meta) and all(
             type(v) is str for v in (origin, kind, action_id or "", parent_id or "", session_id or "", time or "")
         )
-        envelope = bytes([ENVELOPE_VERSION]) + canonical(env, plain=plain)
+        envelope = bytes([ENVELOPE_VERSION]) + canonical_json(env, plain=plain)
     except Exception as exc:
         raise ValueError(f"record metadata is not canonical JSON: {exc}") from exc
     return PendingRecord(kind, action_id, parent_id, session_id, envelope, hash_leaf(envelope), salt, body)

@@ -6,27 +6,52 @@ catalog's corrections (and their notes), the candidate rules with their prebuilt
 obligations, the default that applies when none matches, the words that describe the step, and the
 ``session.counts`` keys a step that proceeds adds to. A decision then only does what depends on
 the action's principal, arguments and session.
+
+The reasons a decision weighs (:class:`Contribution`) and the sentence that explains it
+(:func:`explain`) live here too: a plan builds and caches both.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._actions import Action, ActionClass, MediationPoint, PrincipalKind
 from .._decisions import Finding, Mode, Obligation, ObligationKind, Severity, Verdict
-from .._policy._cel import Condition
 from .._policy._load import CompiledRule, Glob, Policy
 from .._policy._models import ApprovalSpec, ToolSpec
 
-if TYPE_CHECKING:
-    from ._reasoning import Contribution
-
-__all__ = ["Plan", "PlannedRule", "approval_obligation", "plan_for", "trusted_copy"]
+__all__ = [
+    "Contribution",
+    "Plan",
+    "PlannedRule",
+    "actors",
+    "approval_obligation",
+    "describe",
+    "explain",
+    "plan_for",
+    "step_words",
+    "trusted_copy",
+]
 
 PLANE = "reasoning"
 _MAX_PLANS = 100_000
 _MAX_CACHED = 256
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One reason for a verdict: a matched rule, a default, or a plane's finding."""
+
+    verdict: Verdict
+    rule_id: str
+    mode: Mode
+    reason: str
+    obligations: tuple[Obligation, ...] = ()
+    enforce_only: bool = False
+    """Counts for the enforced verdict only (the default standing in for warn/shadow-only matches)."""
+    overrides: Glob | None = None
+    """Plane findings this (matched) rule overrides."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +59,6 @@ class PlannedRule:
     """A candidate rule with what its match contributes, built once."""
 
     rule: CompiledRule
-    roles: frozenset[str]
-    agents: Glob | None
-    after: bool
-    condition: Condition | None
     contribution: Contribution
 
 
@@ -77,10 +98,10 @@ class Plan:
         found = self._admitting.get(key)
         if found is None:
             found = tuple(
-                r
-                for r in self.rules
-                if not (r.roles and r.roles.isdisjoint(roles))
-                and not (r.agents is not None and not (agent is not None and r.agents.matches(agent)))
+                p
+                for p in self.rules
+                if not (p.rule.roles and p.rule.roles.isdisjoint(roles))
+                and not (p.rule.agents and not (agent is not None and p.rule.agents.matches(agent)))
             )
             if len(self._admitting) >= _MAX_CACHED:
                 self._admitting.clear()
@@ -97,27 +118,36 @@ class Plan:
     def explain(self, action: Action, winners: list[Contribution]) -> str:
         """The explanation of an enforced decision whose reasons are ``winners`` (cached when the
         one reason is a rule or default of this plan: the sentence then depends only on who acts)."""
+        verdict = winners[0].verdict
         if len(winners) != 1 or id(winners[0]) not in self.own:
-            from ._reasoning import explain
-
-            return explain(action, winners[0].verdict, winners[0].verdict, Mode.ENFORCE, winners, self.what)
-        user = agent = None
-        for link in action.principal:
-            if link.kind is PrincipalKind.USER:
-                if user is None:
-                    user = link.id
-            elif link.kind is PrincipalKind.AGENT:
-                agent = link.id
-        key = (id(winners[0]), user, agent)
+            return explain(action, verdict, verdict, Mode.ENFORCE, winners, self.what)
+        key = (id(winners[0]), *actors(action))
         text = self._explained.get(key)
         if text is None:
-            from ._reasoning import explain
-
-            text = explain(action, winners[0].verdict, winners[0].verdict, Mode.ENFORCE, winners, self.what)
+            text = explain(action, verdict, verdict, Mode.ENFORCE, winners, self.what)
             if len(self._explained) >= _MAX_CACHED:
                 self._explained.clear()
             self._explained[key] = text
         return text
+
+
+def actors(action: Action) -> tuple[str | None, str | None]:
+    """The ids of the human user at the head of the chain and of the innermost agent."""
+    user = agent = None
+    for link in action.principal:
+        if link.kind is PrincipalKind.USER:
+            if user is None:
+                user = link.id
+        elif link.kind is PrincipalKind.AGENT:
+            agent = link.id
+    return user, agent
+
+
+def step_words(point: MediationPoint, tool: str | None, cls: ActionClass | None) -> str:
+    """How an explanation names the step: ``email.send (invoke)``, or the point (``model output``)."""
+    if tool and cls:
+        return f"{tool} ({cls.value})"
+    return tool or point.value.replace("_", " ")
 
 
 def plan_for(policy: Policy, point: MediationPoint, tool: str | None, connector: str | None, cls: ActionClass | None) -> Plan:
@@ -132,41 +162,23 @@ def plan_for(policy: Policy, point: MediationPoint, tool: str | None, connector:
 
 
 def _build(policy: Policy, point: MediationPoint, tool: str | None, connector: str | None, cls: ActionClass | None) -> Plan:
-    from ._reasoning import Contribution
-
     spec = policy.tools.get(tool) if tool else None
     updates: dict[str, Any] = {}
     notes: list[Finding] = []
     if spec is not None:
         if cls is not spec.action_class:
             if cls is not None:
-                notes.append(
-                    Finding(
-                        plane=PLANE,
-                        code="class_from_catalog",
-                        message=f"{tool} is {spec.action_class.value} per the catalog, not {cls.value}",
-                        severity=Severity.WARNING,
-                    )
-                )
+                notes.append(_note("class_from_catalog", f"{tool} is {spec.action_class.value} per the catalog, not {cls.value}"))
             updates["action_class"] = cls = spec.action_class
         if spec.connector and connector != spec.connector:
             if connector is not None:
                 notes.append(
-                    Finding(
-                        plane=PLANE,
-                        code="connector_from_catalog",
-                        message=f"{tool} talks to {spec.connector} per the catalog, not {connector}",
-                        severity=Severity.WARNING,
-                    )
+                    _note("connector_from_catalog", f"{tool} talks to {spec.connector} per the catalog, not {connector}")
                 )
             updates["connector"] = connector = spec.connector
     rules = tuple(
         PlannedRule(
             rule=r,
-            roles=r.roles,
-            agents=r.agents or None,
-            after=r.spec.match.after is not None,
-            condition=r.condition,
             contribution=Contribution(
                 r.verdict,
                 r.id,
@@ -180,9 +192,7 @@ def _build(policy: Policy, point: MediationPoint, tool: str | None, connector: s
     )
     default = _default(point, tool, cls, policy)
     enforce_default = Contribution(default.verdict, default.rule_id, default.mode, default.reason, enforce_only=True)
-    what = tool or point.value.replace("_", " ")
-    if tool and cls:
-        what = f"{tool} ({cls.value})"
+    what = step_words(point, tool, cls)
     count_keys = tuple(
         k
         for k in (
@@ -209,9 +219,11 @@ def _build(policy: Policy, point: MediationPoint, tool: str | None, connector: s
     )
 
 
-def _default(point: MediationPoint, tool: str | None, cls: ActionClass | None, policy: Policy) -> Contribution:
-    from ._reasoning import Contribution
+def _note(code: str, message: str) -> Finding:
+    return Finding(plane=PLANE, code=code, message=message, severity=Severity.WARNING)
 
+
+def _default(point: MediationPoint, tool: str | None, cls: ActionClass | None, policy: Policy) -> Contribution:
     d = policy.defaults
     if point is MediationPoint.TOOL_CALL:
         if cls is ActionClass.MODIFY:
@@ -251,3 +263,42 @@ def trusted_copy(model: Any, updates: dict[str, Any]) -> Any:
     object.__setattr__(new, "__pydantic_extra__", model.__pydantic_extra__)
     object.__setattr__(new, "__pydantic_private__", model.__pydantic_private__)
     return new
+
+
+_VERBS = {
+    Verdict.ALLOW: "Allowed",
+    Verdict.MODIFY: "Allowed with rewritten data",
+    Verdict.NARROW: "Allowed with narrowed authority",
+    Verdict.DEFER: "Deferred",
+    Verdict.REQUIRE_APPROVAL: "Paused for approval",
+    Verdict.BLOCK: "Blocked",
+}
+
+
+def describe(action: Action, what: str | None = None) -> str:
+    """What and for whom, e.g. ``email.send (invoke) for rep-1 via sales-assistant`` (``what``:
+    the first part, when the decision plan has it ready)."""
+    if what is None:
+        what = step_words(action.point, action.tool, action.action_class)
+    user, agent = actors(action)
+    if user is not None:
+        return f"{what} for {user} via {agent}" if agent is not None else f"{what} for {user}"
+    return f"{what} for via {agent}" if agent is not None else what
+
+
+def explain(
+    action: Action,
+    verdict: Verdict,
+    policy_verdict: Verdict,
+    mode: Mode,
+    winners: list[Contribution],
+    what: str | None = None,
+) -> str:
+    """One sentence: what happened to which step, for whom, and why."""
+    subject = describe(action, what)
+    reason = winners[0].reason.rstrip(".") if winners else "no reason recorded"
+    rule = winners[0].rule_id if winners else "-"
+    more = f" (and {len(winners) - 1} more)" if len(winners) > 1 else ""
+    if verdict is policy_verdict:
+        return f"{_VERBS[verdict]} {subject}: {reason} [{rule}]{more}."
+    return f"{_VERBS[verdict]} {subject}, though the policy says {policy_verdict.value} ({mode.value} mode): {reason} [{rule}]{more}."

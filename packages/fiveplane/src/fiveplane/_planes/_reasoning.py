@@ -7,40 +7,26 @@ policy's rules and the session state, and combines everything deny-overrides int
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from .._actions import Action, MediationPoint, Principal, PrincipalKind
+from .._actions import Action, MediationPoint, Principal
 from .._decisions import Decision, Finding, Mode, Obligation, ObligationKind, Severity, Verdict, strongest
 from .._flow import FlowIndex, FlowMatch
 from .._policy._cel import ConditionError
 from .._policy._lists import ListError
-from .._policy._load import CompiledFlowRule, CompiledRule, Glob, Policy
+from .._policy._load import CompiledFlowRule, CompiledRule, Policy
+from .._policy._models import AgentSpec
 from .._session import SessionState
 from ._base import PlaneContext, PlaneResult
-from ._plan import Plan, approval_obligation, plan_for
+from ._plan import Contribution, Plan, approval_obligation, describe, explain, plan_for
 
 __all__ = ["Contribution", "ReasoningPlane", "describe", "explain"]
 
 PLANE = "reasoning"
 _TOOL_POINTS = frozenset({MediationPoint.TOOL_CALL, MediationPoint.TOOL_RESULT})
 _AGENT_POINTS = frozenset({MediationPoint.TOOL_CALL, MediationPoint.DELEGATION})
-
-
-@dataclass(frozen=True)
-class Contribution:
-    """One reason for a verdict: a matched rule, a default, or a plane's finding."""
-
-    verdict: Verdict
-    rule_id: str
-    mode: Mode
-    reason: str
-    obligations: tuple[Obligation, ...] = ()
-    enforce_only: bool = False
-    """Counts for the enforced verdict only (the default standing in for warn/shadow-only matches)."""
-    overrides: Glob | None = None
-    """Plane findings this (matched) rule overrides."""
 
 
 class _Provenance:
@@ -197,20 +183,8 @@ class ReasoningPlane:
                 )
                 contributions.append(Contribution(verdict, "defaults.unknown_agent", policy.mode, f"agent {who} is not declared"))
         if agent_spec is not None:
-            if point is MediationPoint.TOOL_CALL and (
-                not plan.serves(agent_spec.name, policy.agent_tools[agent_spec.name])
-                or (agent_spec.purposes and (action.purpose or session.purpose) not in agent_spec.purposes)
-            ):
-                self._purpose(
-                    action,
-                    agent_spec.name,
-                    policy.agent_tools[agent_spec.name],
-                    agent_spec.purposes,
-                    session,
-                    result,
-                    contributions,
-                    policy,
-                )
+            if point is MediationPoint.TOOL_CALL:
+                self._purpose(action, agent_spec, plan, session, result, contributions, policy)
             if point is MediationPoint.DELEGATION:
                 target = str(action.arguments.get("to_agent", ""))
                 if target not in agent_spec.delegates_to:
@@ -238,20 +212,19 @@ class ReasoningPlane:
             contributions.append(plan.enforce_default)
         return result, contributions
 
+    @staticmethod
     def _purpose(
-        self,
         action: Action,
-        agent: str,
-        tools: Glob,
-        purposes: tuple[str, ...],
+        spec: AgentSpec,
+        plan: Plan,
         session: SessionState,
         result: PlaneResult,
         contributions: list[Contribution],
         policy: Policy,
     ) -> None:
-        if action.point is not MediationPoint.TOOL_CALL:
-            return
-        if tools and not tools.matches(action.tool):
+        """A tool call outside the agent's declared tools, or under a purpose it does not serve."""
+        agent, purposes = spec.name, spec.purposes
+        if not plan.serves(agent, policy.agent_tools[agent]):
             result.add(
                 "tool_outside_purpose",
                 f"{action.tool} does not serve agent {agent!r}'s declared purpose",
@@ -299,9 +272,9 @@ class ReasoningPlane:
         # the rules whose roles and agents admit this principal (cached per roles and agent)
         for planned in plan.admitting(user.roles if user else (), agent.id if agent else None):
             rule = planned.rule
-            if planned.after and not self._after(rule, session):
+            if rule.spec.match.after is not None and not self._after(rule, session):
                 continue
-            cond = planned.condition
+            cond = rule.condition
             if cond is not None:
                 if cel_vars is None:
                     cel_vars = _Vars(action, ctx.policy, session, ctx.now)
@@ -438,7 +411,7 @@ class ReasoningPlane:
                 verdict=simple,
                 policy_verdict=simple,
                 mode=Mode.ENFORCE,
-                rule_ids=tuple(dict.fromkeys(c.rule_id for c in winners)) if len(winners) > 1 else (winners[0].rule_id,),
+                rule_ids=tuple(dict.fromkeys(c.rule_id for c in winners)),
                 findings=(),
                 obligations=obligations_,
                 explanation=plan.explain(action, winners) if plan else explain(action, simple, simple, Mode.ENFORCE, winners),
@@ -567,14 +540,10 @@ def _simple(contributions: list[Contribution], results: list[PlaneResult]) -> Ve
             return None
     if not contributions:
         return None
-    best = Verdict.ALLOW
-    rank = -1
     for c in contributions:
         if c.mode is not Mode.ENFORCE or c.enforce_only:
             return None
-        r = c.verdict.rank
-        if r > rank:
-            best, rank = c.verdict, r
+    best = strongest([c.verdict for c in contributions])
     return None if best is Verdict.REQUIRE_APPROVAL else best
 
 
@@ -643,50 +612,3 @@ def _apply_overrides(res: PlaneResult, overriding: list[Contribution]) -> PlaneR
     if not changed:
         return res
     return replace(res, findings=out)
-
-
-_VERBS = {
-    Verdict.ALLOW: "Allowed",
-    Verdict.MODIFY: "Allowed with rewritten data",
-    Verdict.NARROW: "Allowed with narrowed authority",
-    Verdict.DEFER: "Deferred",
-    Verdict.REQUIRE_APPROVAL: "Paused for approval",
-    Verdict.BLOCK: "Blocked",
-}
-
-
-def describe(action: Action, what: str | None = None) -> str:
-    """What and for whom, e.g. ``email.send (invoke) for rep-1 via sales-assistant`` (``what``:
-    the first part, when the decision plan has it ready)."""
-    if what is None:
-        what = action.tool or action.point.value.replace("_", " ")
-        if action.tool and action.action_class:
-            what = f"{action.tool} ({action.action_class.value})"
-    user = agent = None
-    for link in action.principal:
-        if link.kind is PrincipalKind.USER:
-            if user is None:
-                user = link.id
-        elif link.kind is PrincipalKind.AGENT:
-            agent = link.id
-    if user is not None:
-        return f"{what} for {user} via {agent}" if agent is not None else f"{what} for {user}"
-    return f"{what} for via {agent}" if agent is not None else what
-
-
-def explain(
-    action: Action,
-    verdict: Verdict,
-    policy_verdict: Verdict,
-    mode: Mode,
-    winners: list[Contribution],
-    what: str | None = None,
-) -> str:
-    """One sentence: what happened to which step, for whom, and why."""
-    subject = describe(action, what)
-    reason = winners[0].reason.rstrip(".") if winners else "no reason recorded"
-    rule = winners[0].rule_id if winners else "-"
-    more = f" (and {len(winners) - 1} more)" if len(winners) > 1 else ""
-    if verdict is policy_verdict:
-        return f"{_VERBS[verdict]} {subject}: {reason} [{rule}]{more}."
-    return f"{_VERBS[verdict]} {subject}, though the policy says {policy_verdict.value} ({mode.value} mode): {reason} [{rule}]{more}."

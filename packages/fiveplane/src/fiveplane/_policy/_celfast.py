@@ -170,14 +170,14 @@ class _Parser:
         node = self.and_()
         while self.peek("||", "op"):
             self.take()
-            node = _or(node, self.and_())
+            node = _connective(node, self.and_(), True)
         return node
 
     def and_(self) -> Node:
         node = self.rel()
         while self.peek("&&", "op"):
             self.take()
-            node = _and(node, self.rel())
+            node = _connective(node, self.rel(), False)
         return node
 
     def rel(self) -> Node:
@@ -243,18 +243,13 @@ class _Parser:
                 return lambda env: None
             if v == "has":
                 return self.has()
-            if v == "size":
+            function = _FUNCTIONS.get(v)
+            if function is not None and self.i + 1 < len(self.t) and self.t[self.i + 1][1] == "(":
                 self.take()
                 self.take("(", "op")
                 arg = self.or_()
                 self.take(")", "op")
-                return _size(arg)
-            if v == "type" and self.i + 1 < len(self.t) and self.t[self.i + 1][1] == "(":
-                self.take()
-                self.take("(", "op")
-                arg = self.or_()
-                self.take(")", "op")
-                return _typeof(arg)
+                return function(arg)
             if v in _TYPE_NAMES and v not in self.variables:
                 self.take()
                 t = _TYPES[v]
@@ -379,31 +374,20 @@ def _path(root: str, steps: tuple[str | int, ...]) -> Node:
     return walk
 
 
-def _and(a: Node, b: Node) -> Node:
+def _connective(a: Node, b: Node, decides: bool) -> Node:
+    """``&&`` (``decides=False``) or ``||`` (``decides=True``): either side equal to ``decides``
+    settles it, as in CEL, even when the other side is an error."""
+    other = not decides
+
     def f(env: dict[str, Any]) -> Any:
         left = a(env)
-        if left is False:
-            return False
+        if left is decides:
+            return decides
         right = b(env)
-        if right is False:
-            return False
-        if left is True and right is True:
-            return True
-        return _NO
-
-    return f
-
-
-def _or(a: Node, b: Node) -> Node:
-    def f(env: dict[str, Any]) -> Any:
-        left = a(env)
-        if left is True:
-            return True
-        right = b(env)
-        if right is True:
-            return True
-        if left is False and right is False:
-            return False
+        if right is decides:
+            return decides
+        if left is other and right is other:
+            return other
         return _NO
 
     return f
@@ -511,6 +495,10 @@ def _strmethod(method: str, recv: Node, arg: Node) -> Node:
         return t in s
 
     return f
+
+
+_FUNCTIONS: dict[str, Callable[[Node], Node]] = {"size": _size, "type": _typeof}
+"""The global functions of one argument the closures know (``size(x)``, ``type(x)``)."""
 
 
 def compile_fast(source: str, variables: tuple[str, ...] | frozenset[str]) -> FastCondition | None:
