@@ -625,24 +625,8 @@ class CallProtocol:
     def call_action(self, run: Run, name: str, args: Mapping[str, Any]) -> Action:
         if "capability" in args:
             raise TypeError(f"{name}: `capability` is supplied by the governor, never by the caller")
-        tool = self.catalog(name)
-        action = run.action(
-            MediationPoint.TOOL_CALL, tool=tool, arguments=jsonable(dict(args), strict=True), **self._catalogued(tool)
-        )
+        action = run.action(MediationPoint.TOOL_CALL, tool=self.catalog(name), arguments=jsonable(dict(args), strict=True))
         return self.governor.normalize(action)[0]  # class and connector from the catalog, for the outcome too
-
-    def _catalogued(self, tool: str | None) -> dict[str, Any]:
-        """The catalog's class and connector of ``tool``, given when the action is built: what
-        ``Governor.normalize`` would fill in (it still runs and then finds nothing to change), without
-        a second copy of the action per step. Nothing for a tool the catalog does not know."""
-        spec = self.governor.policy.tools.get(tool) if tool else None
-        if spec is None:
-            return {}
-        return (
-            {"action_class": spec.action_class, "connector": spec.connector}
-            if spec.connector
-            else {"action_class": spec.action_class}
-        )
 
     def _mode(self, c: CallContext) -> ApprovalMode:
         if self.approval_mode != "auto":
@@ -736,13 +720,7 @@ class CallProtocol:
     def _mediate_result(self, c: CallContext, call: Action, result: Any, content: Any) -> Flow[Any]:
         try:
             res_action = self.governor.normalize(
-                c.run.action(
-                    MediationPoint.TOOL_RESULT,
-                    tool=call.tool,
-                    content=content,
-                    parent_action_id=call.action_id,
-                    **self._catalogued(call.tool),
-                )
+                c.run.action(MediationPoint.TOOL_RESULT, tool=call.tool, content=content, parent_action_id=call.action_id)
             )[0]
         except Exception as exc:
             if c.control_flow(exc):
@@ -882,9 +860,7 @@ class CallProtocol:
         if c.source is not None and c.query is not None and c.items is None and sealed_tool(self.governor) != c.source:
             try:
                 call = self.governor.normalize(
-                    c.run.action(
-                        MediationPoint.TOOL_CALL, tool=c.source, arguments={"query": c.query}, **self._catalogued(c.source)
-                    )
+                    c.run.action(MediationPoint.TOOL_CALL, tool=c.source, arguments={"query": c.query})
                 )[0]
             except Exception as exc:  # noqa: BLE001
                 return Refusal(

@@ -115,13 +115,13 @@ def _utf8(s: str) -> bool:
     return True
 
 
-def _tokens(source: str) -> list[tuple[str, str]] | None:
+def _tokens(source: str, pattern: re.Pattern[str] = _TOKEN) -> list[tuple[str, str]] | None:
+    """``(kind, text)`` of each token (the pattern's group names), or ``None`` if one is not one."""
     out: list[tuple[str, str]] = []
+    source = source.rstrip()
     pos, end = 0, len(source)
     while pos < end:
-        if source[pos:].strip() == "":
-            break
-        m = _TOKEN.match(source, pos)
+        m = pattern.match(source, pos)
         if m is None or m.end() == pos:
             return None
         kind = m.lastgroup
@@ -542,9 +542,9 @@ def projection(source: str, variables: tuple[str, ...] | frozenset[str]) -> dict
     ``args[args.k]`` — reads it whole and it is not listed)."""
     if "'''" in source or '"""' in source or "\\" in source:
         return {}
-    tokens = _loose_tokens(source)
-    if tokens is None:
-        return {}
+    tokens = _tokens(source, _LOOSE)
+    if tokens is None or any(kind == "str" and text[0] in "rRbB" for kind, text in tokens):
+        return {}  # (a raw or bytes literal: not worth the risk)
     keys: dict[str, set[str]] = {}
     whole: set[str] = set()
     for i, (kind, value) in enumerate(tokens):
@@ -565,25 +565,6 @@ def projection(source: str, variables: tuple[str, ...] | frozenset[str]) -> dict
 _LOOSE = re.compile(
     r"""\s*(?:(?P<str>[rRbB]{0,2}"(?:[^"\\\n])*"|[rRbB]{0,2}'(?:[^'\\\n])*')|(?P<id>[A-Za-z_]\w*)|(?P<num>\d[\w.]*)|(?P<op>\S))"""
 )
-
-
-def _loose_tokens(source: str) -> list[tuple[str, str]] | None:
-    out: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(source):
-        if source[pos:].strip() == "":
-            break
-        m = _LOOSE.match(source, pos)
-        if m is None or m.end() == pos:
-            return None
-        kind = m.lastgroup
-        assert kind is not None
-        value = m.group(kind)
-        if kind == "str" and value[0] in "rRbB":
-            return None  # a raw or bytes literal: not worth the risk
-        out.append((kind, value))
-        pos = m.end()
-    return out
 
 
 def project(value: Any, keys: frozenset[str]) -> Any:
