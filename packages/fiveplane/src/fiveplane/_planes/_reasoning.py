@@ -411,7 +411,7 @@ class ReasoningPlane:
                 verdict=simple,
                 policy_verdict=simple,
                 mode=Mode.ENFORCE,
-                rule_ids=tuple(dict.fromkeys(c.rule_id for c in winners)),
+                rule_ids=(winners[0].rule_id,) if len(winners) == 1 else tuple(dict.fromkeys(c.rule_id for c in winners)),
                 findings=(),
                 obligations=obligations_,
                 explanation=plan.explain(action, winners) if plan else explain(action, simple, simple, Mode.ENFORCE, winners),
@@ -540,10 +540,13 @@ def _simple(contributions: list[Contribution], results: list[PlaneResult]) -> Ve
             return None
     if not contributions:
         return None
+    # one pass: the mode check and deny-overrides (``strongest``) together, on every decision
+    best, rank = Verdict.ALLOW, -1
     for c in contributions:
         if c.mode is not Mode.ENFORCE or c.enforce_only:
             return None
-    best = strongest([c.verdict for c in contributions])
+        if c.verdict.rank > rank:
+            best, rank = c.verdict, c.verdict.rank
     return None if best is Verdict.REQUIRE_APPROVAL else best
 
 
