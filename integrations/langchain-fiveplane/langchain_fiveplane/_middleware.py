@@ -287,7 +287,9 @@ class FiveplaneMiddleware(AgentMiddleware[FiveplaneState, Any, Any]):
 
     # ---- model output and final answer ------------------------------------------------------------
 
-    def _output_action(self, request: ModelRequest[Any], response: ModelResponse[Any]) -> tuple[Action, int] | None:
+    def _output_action(self, request: ModelRequest[Any], response: ModelResponse[Any]) -> tuple[Action, int, bool] | None:
+        """The step to judge, the index of its message, and whether it is a proposal made only of tool
+        calls (no content of its own reaches anyone: each call is decided before it runs)."""
         if not self.mediate_model_output:
             return None
         idx = next((i for i in range(len(response.result) - 1, -1, -1) if isinstance(response.result[i], AIMessage)), None)
@@ -304,11 +306,11 @@ class FiveplaneMiddleware(AgentMiddleware[FiveplaneState, Any, Any]):
                     for tc in msg.tool_calls
                 ],
             }
-            return run.action(MediationPoint.MODEL_OUTPUT, content=jsonable(content)), idx
+            return run.action(MediationPoint.MODEL_OUTPUT, content=jsonable(content)), idx, not msg.content
         if response.structured_response is not None:
             structured = json.loads(json.dumps(response.structured_response, default=lambda o: getattr(o, "__dict__", str(o))))
-            return run.action(MediationPoint.FINAL_OUTPUT, content={"text": _text(msg), "structured": structured}), idx
-        return run.action(MediationPoint.FINAL_OUTPUT, content=_text(msg)), idx
+            return run.action(MediationPoint.FINAL_OUTPUT, content={"text": _text(msg), "structured": structured}), idx, False
+        return run.action(MediationPoint.FINAL_OUTPUT, content=_text(msg)), idx, False
 
     @staticmethod
     def _apply_output(response: ModelResponse[Any], idx: int, decision: Decision) -> ModelResponse[Any]:
@@ -340,8 +342,8 @@ class FiveplaneMiddleware(AgentMiddleware[FiveplaneState, Any, Any]):
         found = self._output_action(request, response)
         if found is None:
             return response
-        action, idx = found
-        return self._apply_output(response, idx, self.governor.decide(action))
+        action, idx, calls_only = found
+        return self._apply_output(response, idx, self.governor.decide(action, with_next=calls_only))
 
     async def awrap_model_call(
         self, request: ModelRequest[Any], handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]]
@@ -350,8 +352,8 @@ class FiveplaneMiddleware(AgentMiddleware[FiveplaneState, Any, Any]):
         found = self._output_action(request, response)
         if found is None:
             return response
-        action, idx = found
-        return self._apply_output(response, idx, await self.governor.adecide(action))
+        action, idx, calls_only = found
+        return self._apply_output(response, idx, await self.governor.adecide(action, with_next=calls_only))
 
     # ---- tool calls -----------------------------------------------------------------------------
 

@@ -239,6 +239,8 @@ class Record:
     action: Action
     outcome: Outcome
     durable: bool | None = None
+    with_next: bool = False
+    """The tool's result is decided right after: the outcome may be committed with that decision."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +328,7 @@ def drive(flow: Flow[T], governor: Governor, execute: Callable[[Execute], Any], 
         if isinstance(effect, Decide):
             return governor.decide(effect.action)
         if isinstance(effect, Record):
-            return governor.record_outcome(effect.action, effect.outcome, durable=effect.durable)
+            return governor.record_outcome(effect.action, effect.outcome, durable=effect.durable, with_next=effect.with_next)
         if isinstance(effect, Blocking):
             return effect.fn(*effect.args)
         if isinstance(effect, WaitFor):
@@ -354,7 +356,9 @@ async def adrive(
         if isinstance(effect, Decide):
             return await governor.adecide(effect.action)
         if isinstance(effect, Record):
-            return await governor.arecord_outcome(effect.action, effect.outcome, durable=effect.durable)
+            return await governor.arecord_outcome(
+                effect.action, effect.outcome, durable=effect.durable, with_next=effect.with_next
+            )
         if isinstance(effect, Blocking):
             return await asyncio.to_thread(effect.fn, *effect.args)
         if isinstance(effect, WaitFor):
@@ -706,6 +710,7 @@ class CallProtocol:
                     result_digest=None if content is ResultAdapter.NOTHING else digest_value(content),
                     duration_ms=ms,
                 ),
+                with_next=content is not ResultAdapter.NOTHING,
             )
         if content is not ResultAdapter.NOTHING:
             result = yield from self._mediate_result(c, action, result, content)

@@ -296,8 +296,13 @@ class Governor:
     # Evaluation has no side effects; the one commit (approval consumed or filed, session step, flow
     # index, plane state) happens only after every veto.
 
-    def decide(self, action: Action) -> Decision:
-        """Judge one action (sync). Never raises for a bad action or a failing plane: it blocks."""
+    def decide(self, action: Action, *, with_next: bool = False) -> Decision:
+        """Judge one action (sync). Never raises for a bad action or a failing plane: it blocks.
+
+        ``with_next``: the step has no effect of its own but the governed steps that follow it (a
+        model's proposal made only of tool calls, each decided before it runs). If the decision lets
+        it proceed unchanged, a ledger commits its records with the next step's (one commit instead
+        of two; see ``Ledger.record_decision``); any other decision is recorded as usual."""
         t0 = time.perf_counter_ns()
         plan, action = self._planned(action)
         try:
@@ -305,12 +310,12 @@ class Governor:
         except Exception as exc:  # noqa: BLE001 - no session state, no decision but block
             return self._notify(action, self._unjudged(action, exc, t0))
         try:
-            decision = self._drive(self._decision_flow(action, plan, tx, t0))
+            decision = self._drive(self._decision_flow(action, plan, tx, t0, with_next))
         finally:
             tx.close()
         return self._notify(action, decision)
 
-    async def adecide(self, action: Action) -> Decision:
+    async def adecide(self, action: Action, *, with_next: bool = False) -> Decision:
         """Async twin of :meth:`decide`; planes run concurrently, heavy ones and I/O off the event loop."""
         t0 = time.perf_counter_ns()
         plan, action = self._planned(action)
@@ -319,7 +324,7 @@ class Governor:
         except Exception as exc:  # noqa: BLE001
             return self._notify(action, await asyncio.to_thread(self._unjudged, action, exc, t0))
         try:
-            decision = await self._adrive(self._decision_flow(action, plan, tx, t0))
+            decision = await self._adrive(self._decision_flow(action, plan, tx, t0, with_next))
         finally:
             if tx.blocking:
                 await asyncio.to_thread(tx.close)
@@ -327,7 +332,9 @@ class Governor:
                 tx.close()
         return self._notify(action, decision)
 
-    def _decision_flow(self, action: Action, plan_: Plan, tx: SessionTx, t0: int) -> Generator[_Effect, Any, Decision]:
+    def _decision_flow(
+        self, action: Action, plan_: Plan, tx: SessionTx, t0: int, with_next: bool = False
+    ) -> Generator[_Effect, Any, Decision]:
         state = tx.state
         now = self.clock()
         if state.expired is not None:
@@ -360,7 +367,7 @@ class Governor:
         if self.planes:
             decision = yield _OnDecision(action, decision, contexts)
         if self.evidence is not None:
-            decision = yield from self._record_or_fail(action, decision)
+            decision = yield from self._record_or_fail(action, decision, with_next)
         if plan is _NO_APPROVAL and not tx.blocking:
             # nothing to consume or file, and the session commits in memory: no effect to perform
             try:
@@ -370,12 +377,18 @@ class Governor:
             return decision
         return (yield from self._commit(action, decision, results, plan, tx, plan_.count_keys))
 
-    def _record_or_fail(self, action: Action, decision: Decision) -> Generator[_Effect, Any, Decision]:
+    def _record_or_fail(self, action: Action, decision: Decision, with_next: bool = False) -> Generator[_Effect, Any, Decision]:
         if self.evidence is None:
             return decision
         durable = self._durable(action)
+        held = (
+            self._holds(with_next)
+            and decision.verdict.proceeds
+            and decision.modified_content is None
+            and decision.modified_arguments is None
+        )
         try:
-            yield _Evidence(self._evidence_action(action, decision), self._evidence_decision(decision, action), durable)
+            yield _Evidence(self._evidence_action(action, decision), self._evidence_decision(decision, action), durable, held)
         except Exception as exc:  # noqa: BLE001 - no evidence, no action
             if self.policy.evidence == "best_effort" and not durable and decision.verdict.proceeds:
                 note = Finding(
@@ -523,6 +536,8 @@ class Governor:
             return self._after_decision(effect.action, effect.decision, effect.contexts)
         if isinstance(effect, _Evidence):
             assert self.evidence is not None
+            if effect.with_next:
+                return self.evidence.record_decision(effect.action, effect.decision, durable=effect.durable, with_next=True)  # type: ignore[call-arg]
             return self.evidence.record_decision(effect.action, effect.decision, durable=effect.durable)
         return effect.fn(*effect.args)
 
@@ -538,6 +553,10 @@ class Governor:
                 return await self._aafter_decision(effect.action, effect.decision, effect.contexts)
             if isinstance(effect, _Evidence):
                 assert self.evidence is not None
+                if effect.with_next:
+                    return await self.evidence.arecord_decision(  # type: ignore[call-arg]
+                        effect.action, effect.decision, durable=effect.durable, with_next=True
+                    )
                 return await self.evidence.arecord_decision(effect.action, effect.decision, durable=effect.durable)
             return await asyncio.to_thread(effect.fn, *effect.args)
 
@@ -727,17 +746,37 @@ class Governor:
         (the default: a ledger that cannot write blocks every class), else for ``durable_classes``."""
         return self.policy.evidence == "required" or action.action_class in self.durable_classes
 
-    def record_outcome(self, action: Action, outcome: Outcome, *, durable: bool | None = None) -> None:
-        """Record what happened (an error message redacted); durable by default for ``durable_classes``."""
+    def record_outcome(self, action: Action, outcome: Outcome, *, durable: bool | None = None, with_next: bool = False) -> None:
+        """Record what happened (an error message redacted); durable by default for ``durable_classes``.
+
+        ``with_next``: the caller decides the tool's result right after (:meth:`decide` of its
+        ``tool_result``, as durable as this outcome). A sink that can (the ledger) then commits the
+        outcome together with that decision's records: the result is released only once both are
+        on disk, for one commit instead of two."""
         if self.evidence is not None:
             outcome = self._evidence_outcome(action, outcome)
-            self.evidence.record_outcome(action, outcome, durable=self._durable(action) if durable is None else durable)
+            durable = self._durable(action) if durable is None else durable
+            if self._holds(with_next):
+                self.evidence.record_outcome(action, outcome, durable=durable, with_next=True)  # type: ignore[call-arg]
+            else:
+                self.evidence.record_outcome(action, outcome, durable=durable)
 
-    async def arecord_outcome(self, action: Action, outcome: Outcome, *, durable: bool | None = None) -> None:
+    async def arecord_outcome(
+        self, action: Action, outcome: Outcome, *, durable: bool | None = None, with_next: bool = False
+    ) -> None:
+        """Async twin of :meth:`record_outcome`."""
         if self.evidence is not None:
             if outcome.error:
                 outcome = await asyncio.to_thread(self._evidence_outcome, action, outcome)
-            await self.evidence.arecord_outcome(action, outcome, durable=self._durable(action) if durable is None else durable)
+            durable = self._durable(action) if durable is None else durable
+            if self._holds(with_next):
+                await self.evidence.arecord_outcome(action, outcome, durable=durable, with_next=True)  # type: ignore[call-arg]
+            else:
+                await self.evidence.arecord_outcome(action, outcome, durable=durable)
+
+    def _holds(self, with_next: bool) -> bool:
+        """Whether to pass ``with_next`` to the sink: asked for, and the sink takes it."""
+        return with_next and getattr(self.evidence, "holds_records", False)
 
     # ---- governed callables ---------------------------------------------------------------------
 
@@ -795,6 +834,7 @@ class _Evidence:
     action: Action
     decision: Decision
     durable: bool
+    with_next: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,9 @@ DEFAULT_CHECKPOINT_INTERVAL = 1.0
 """Seconds: a writer holding the key signs a checkpoint at most this long after its first uncovered commit."""
 DEFAULT_CHECKPOINT_EVERY = 10_000
 """Entries: ... or as soon as this many of its entries are uncovered, whichever comes first."""
+DEFAULT_LINGER = 0.05
+"""Seconds an outcome queued for the next commit (``record_outcome(..., with_next=True)``) waits for
+that commit before the flusher writes it on its own."""
 
 
 _ASYNC_FILE_CHECK_TTL = 0.05
@@ -131,6 +134,8 @@ class _Group:
     error: BaseException | None = None
     attempted: bool = False
     done: bool = False
+    held: bool = False
+    """Waits for the next commit (or ``linger``) instead of waking the flusher."""
 
 
 def _settle_all(items: list[tuple[asyncio.Future[int | None], int | None, BaseException | None]]) -> None:
@@ -205,11 +210,14 @@ class Ledger:
         max_batch: int = 1000,
         durable_timeout: float = 30.0,
         required: bool = False,
+        linger: float = DEFAULT_LINGER,
     ) -> None:
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ValueError("checkpoint_every must be at least 1 (or None)")
         if checkpoint_interval is not None and checkpoint_interval <= 0:
             raise ValueError("checkpoint_interval must be positive (or None)")
+        if linger < 0:
+            raise ValueError("linger must not be negative")
         self._store = store
         self._row = row
         self.signer = signer
@@ -220,6 +228,8 @@ class Ledger:
         self.durable_timeout = durable_timeout
         self.required = required
         """Every record durable before its call returns (``evidence: required``)."""
+        self.linger = linger
+        """Seconds a ``with_next`` outcome waits for the commit it rides with (see :meth:`record_outcome`)."""
         self.stats = _Stats()
         self._writer = _writer_id()
         self._fresh_sync()
@@ -246,6 +256,9 @@ class Ledger:
         self._crash: BaseException | None = None  # the writer crashed: refuse everything from now on
         self._failing: BaseException | None = None  # the last commit failed: commit every record synchronously
         self._cp_wanted = False
+        self._held = 0  # groups in the FIFO waiting for the next commit (``with_next``)
+        self._hold_deadline: float | None = None  # when the oldest of them is written anyway
+        self._wake_at: float | None = 0.0  # when the sleeping flusher wakes (None: when notified; 0: it is awake)
 
     # ---- identity -------------------------------------------------------------------------------
 
@@ -293,22 +306,49 @@ class Ledger:
 
     # ---- EvidenceSink -------------------------------------------------------------------------
 
-    def record_decision(self, action: Action, decision: Decision, *, durable: bool) -> None:
-        """Record intent, decision and enforcement of one judged action (durably if asked)."""
-        self._append(
-            action_records(self.origin, action, decision, store_results=self.store_results, writer=self._writer), durable
+    holds_records = True
+    """This sink takes ``with_next=True`` on ``record_decision`` / ``record_outcome`` (the Governor asks
+    before passing it)."""
+
+    def record_decision(self, action: Action, decision: Decision, *, durable: bool, with_next: bool = False) -> None:
+        """Record intent, decision and enforcement of one judged action (durably if asked).
+
+        ``with_next``: the records must not be released before the ones the caller appends next,
+        and go into their commit — one commit instead of two: a tool call's outcome rides with the
+        decision on its result, a proposal made only of tool calls with the decision on its first
+        call. If no commit comes within :attr:`linger` seconds the flusher writes them alone. While
+        the ledger is failing they are committed at once, like every record."""
+        self._hold_or_append(
+            action_records(self.origin, action, decision, store_results=self.store_results, writer=self._writer),
+            durable,
+            with_next,
         )
 
-    def record_outcome(self, action: Action, outcome: Outcome, *, durable: bool) -> None:
-        self._append([outcome_record(self.origin, action, outcome)], durable)
+    def record_outcome(self, action: Action, outcome: Outcome, *, durable: bool, with_next: bool = False) -> None:
+        """Record what a call did (``with_next``: as for :meth:`record_decision`)."""
+        self._hold_or_append([outcome_record(self.origin, action, outcome)], durable, with_next)
 
-    async def arecord_decision(self, action: Action, decision: Decision, *, durable: bool) -> None:
-        await self._aappend(
-            action_records(self.origin, action, decision, store_results=self.store_results, writer=self._writer), durable
+    async def arecord_decision(self, action: Action, decision: Decision, *, durable: bool, with_next: bool = False) -> None:
+        await self._ahold_or_append(
+            action_records(self.origin, action, decision, store_results=self.store_results, writer=self._writer),
+            durable,
+            with_next,
         )
 
-    async def arecord_outcome(self, action: Action, outcome: Outcome, *, durable: bool) -> None:
-        await self._aappend([outcome_record(self.origin, action, outcome)], durable)
+    async def arecord_outcome(self, action: Action, outcome: Outcome, *, durable: bool, with_next: bool = False) -> None:
+        await self._ahold_or_append([outcome_record(self.origin, action, outcome)], durable, with_next)
+
+    def _hold_or_append(self, records: list[PendingRecord], durable: bool, with_next: bool) -> None:
+        if with_next and self._failing is None:
+            self._submit(records, False, hold=True)
+        else:
+            self._append(records, durable)
+
+    async def _ahold_or_append(self, records: list[PendingRecord], durable: bool, with_next: bool) -> None:
+        if with_next and self._failing is None:
+            self._submit(records, False, hold=True, check_file=False)  # the commit it rides with checks the file
+        else:
+            await self._aappend(records, durable)
 
     def record(self, kind: str, payload: dict[str, Any], *, durable: bool = True) -> int | None:
         """The ``record(kind, payload)`` recorder the approval store, the identity plane and the
@@ -405,15 +445,24 @@ class Ledger:
         loop: asyncio.AbstractEventLoop | None = None,
         future: asyncio.Future[int | None] | None = None,
         check_file: bool = True,
+        hold: bool = False,
     ) -> _Group:
         refusal = self._refusal(check_file=check_file)
         if refusal is not None:
             raise refusal
         self._ensure_thread()
-        g = _Group(records, durable, event, loop, future)
+        g = _Group(records, durable, event, loop, future, held=hold)
         with self._cv:
             self._pending.append(g)
-            if event is None:  # nobody on this side will commit it: the flusher does
+            if hold:  # the next commit takes it; the flusher only has to know when to write it anyway
+                hold_until = self._hold_deadline
+                if hold_until is None:
+                    hold_until = self._hold_deadline = time.monotonic() + self.linger
+                self._held += 1
+                wake = self._wake_at
+                if wake is None or (wake and wake > hold_until):  # (0: awake, it will look)
+                    self._cv.notify()
+            elif event is None:  # nobody on this side will commit it: the flusher does
                 self._cv.notify()
         return g
 
@@ -488,7 +537,19 @@ class Ledger:
                 g = pending.popleft()
                 batch.append(g)
                 count += len(g.records)
+                if g.held:
+                    self._held -= 1
+            if not self._held:
+                self._hold_deadline = None
             return batch
+
+    def _due(self) -> bool:
+        """Whether the flusher has records to commit now (``self._cv`` is held): any not held, or held
+        ones past their linger."""
+        if len(self._pending) > self._held:
+            return True
+        deadline = self._hold_deadline
+        return deadline is not None and deadline <= time.monotonic()
 
     def _commit_once(self) -> bool | None:
         """Commit one batch from the FIFO (the commit lock is held): ``True`` done, ``False`` the commit
@@ -569,6 +630,7 @@ class Ledger:
                 else:
                     self._finish(g, err)
             else:
+                g.held = False  # (counted out of the held ones when taken) retried by the flusher now
                 keep.append(g)
         if keep:
             self._stuck = exc
@@ -631,9 +693,15 @@ class Ledger:
         deadline: float | None = None
         while True:
             with self._cv:
-                while not self._pending and not self._stopping and not self._cp_wanted:
+                while not self._due() and not self._stopping and not self._cp_wanted:
                     timeout = self._idle_timeout()
+                    hold_until = self._hold_deadline
+                    if hold_until is not None:
+                        wait = max(0.0, hold_until - time.monotonic())
+                        timeout = wait if timeout is None else min(timeout, wait)
+                    self._wake_at = None if timeout is None else time.monotonic() + timeout
                     self._cv.wait(timeout)
+                    self._wake_at = 0.0
                     if timeout is not None and self._checkpoint_due():
                         self._cp_wanted = True
                 stopping = self._stopping
@@ -1068,6 +1136,7 @@ def open_ledger(
     max_batch: int = 1000,
     durable_timeout: float = 30.0,
     busy_timeout: float = 30.0,
+    linger: float = DEFAULT_LINGER,
 ) -> Ledger:
     """Open (and by default create) an evidence ledger.
 
@@ -1087,6 +1156,8 @@ def open_ledger(
         required: every record is durable before its call returns, whatever the action class
             (``evidence: required``): a ledger that cannot write blocks every action.
         store_results: keep tool results in clear in the ledger (default: only their digest).
+        linger: seconds a tool call's outcome waits to be committed with the decision on its result
+            (one commit instead of two) before it is written on its own.
 
     Raises at once if the database is unreachable (fail closed at construction), and, when
     ``create``, if the ledger's state row has a format this version does not know.
@@ -1123,4 +1194,5 @@ def open_ledger(
         store_results=store_results,
         max_batch=max_batch,
         durable_timeout=durable_timeout,
+        linger=linger,
     )
