@@ -208,3 +208,23 @@ def test_concurrent_readers_index_each_item_once() -> None:
             t.join()
         assert (lazy.entries, lazy.sources, lazy.pending) == (eager.entries, eager.sources, 0)
         assert lazy.untrusted_values == eager.untrusted_values
+
+
+def test_a_session_at_its_cap_rebuilds_its_index_rarely() -> None:
+    """Past the cap the oldest content goes down to 90 % of it: the rebuild that dropping takes runs
+    once per tenth of the cap added, not on every step (a long session stays cheap per step)."""
+    from fiveplane._flow import EVICT_TO
+
+    idx = FlowIndex()
+    cap, items, rebuilds, past_cap = 2_000, 400, 0, 0
+    for i in range(items):
+        words = " ".join(f"w{i}x{j}" for j in range(25))  # 23 entries (values + shingles) per item
+        idx.apply(FlowContent.of(f"note {i}: {words}", trusted=False, action_id=f"a{i}", tool="mail.read"))
+        past_cap += idx.truncated
+        if idx.evict(cap):
+            rebuilds += 1
+            assert idx.entries <= cap * EVICT_TO and idx.truncated
+        assert idx.entries <= cap
+    per_item = 23
+    assert past_cap > 300  # most steps happen with a full index
+    assert 1 < rebuilds <= 1 + items * per_item // int(cap * (1 - EVICT_TO))  # one per tenth of the cap: ~38, not ~310

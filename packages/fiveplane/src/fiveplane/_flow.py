@@ -468,6 +468,9 @@ class FlowContent:
         return cls(action_id, tool, trusted, frozenset(values), shing)
 
 
+EVICT_TO = 0.9
+"""Past its cap a flow index drops its oldest content down to this share of the cap (see :meth:`FlowIndex.evict`)."""
+
 EVICTED = Source("evicted", None)
 """The source named when a session's flow index was truncated (its budget was exceeded)."""
 
@@ -475,8 +478,8 @@ EVICTED = Source("evicted", None)
 class FlowIndex:
     """The values and shingles of untrusted and trusted content seen in one session.
 
-    ``max_entries`` caps the index (values + shingles). Past it the oldest content is dropped and the
-    index is marked ``truncated``: from then on every value of a covered argument that is not known
+    ``max_entries`` caps the index (values + shingles). Past it the oldest content is dropped (down to
+    90 % of the cap, so the rebuild this takes is rare) and the index is marked ``truncated``: from then on every value of a covered argument that is not known
     to be trusted counts as untrusted (fail closed: nothing evicted can launder a value).
 
     Content whose values are not extracted yet (a lazy :class:`FlowContent`) waits, in order, until
@@ -641,14 +644,22 @@ class FlowIndex:
             self._over_budget = src
 
     def evict(self, max_entries: int) -> int:
-        """Drop the oldest content until the index holds at most ``max_entries``; returns how many items went."""
+        """Past ``max_entries``, drop the oldest content until the index holds at most
+        :data:`EVICT_TO` of it; returns how many items went.
+
+        Dropping is a rebuild of the index from what is left (the order of the remaining items
+        decides what counts as trusted), so it goes down to a low-water mark: a session at its cap
+        rebuilds once per tenth of the cap added, not on every step. Dropping more is never less
+        safe: the index is ``truncated`` from then on (unknown values count as untrusted) and what
+        went can only have vouched for values, never laundered one."""
         if self._pending and self._entries + self._pending_bound <= max_entries:
             return 0  # the bound proves the cap is not reached: nothing to extract to know it
         self._settle()
         if self._entries <= max_entries:
             return 0
+        low = int(max_entries * EVICT_TO)
         dropped = 0
-        while self.contents and self._entries > max_entries:
+        while self.contents and self._entries > low:
             self._entries -= self.contents.pop(0).size
             dropped += 1
         self.truncated = True
