@@ -371,18 +371,23 @@ class ReasoningPlane:
         if not (after.tools or after.connectors or after.classes):
             return False
         # the window counts steps at the points the rule names (so per-document retrieval steps do
-        # not push earlier tool calls out of it); only steps that proceeded count
-        steps = [s for s in session.steps if s.point in after.points and s.verdict.proceeds]
-        if after.within:
-            steps = steps[-after.within :]
-        for step in steps:
-            if rule.after_tools and not rule.after_tools.matches(step.tool):
+        # not push earlier tool calls out of it); only steps that proceeded count. Newest first: a
+        # `within` window costs its size, not the session's length.
+        left = after.within
+        points = after.points
+        for step in reversed(session.steps):
+            if step.point not in points or not step.verdict.proceeds:
                 continue
-            if rule.after_connectors and not rule.after_connectors.matches(step.connector):
-                continue
-            if after.classes and step.action_class not in after.classes:
-                continue
-            return True
+            if (
+                (not rule.after_tools or rule.after_tools.matches(step.tool))
+                and (not rule.after_connectors or rule.after_connectors.matches(step.connector))
+                and (not after.classes or step.action_class in after.classes)
+            ):
+                return True
+            if left is not None:
+                left -= 1
+                if not left:
+                    return False
         return False
 
     # ---- combining ----------------------------------------------------------------------------
