@@ -13,7 +13,7 @@ from fiveplane import ActionBlocked, Governor
 from fiveplane._ledger import Ed25519Signer, Ledger, NoteVerifier, open_ledger, verify_receipt
 from fiveplane._ledger import _merkle as m
 from tests.ledger.conftest import fill
-from tests.ledger.test_ledger import CHAIN, PACK, update
+from tests.ledger.test_ledger import CHAIN, PACK, lookup, update
 
 pytestmark = pytest.mark.postgres
 
@@ -52,6 +52,20 @@ def test_governor_and_reconstruct(pg_ledger: Ledger) -> None:
     story = pg_ledger.reconstruct(call)
     assert story is not None and story.decision is not None and story.decision["verdict"] == "allow"
     assert [o["status"] for o in story.outcomes] == ["success"]
+
+
+def test_an_outcome_rides_with_the_decision_on_its_result(pg_url: str, signer: Ed25519Signer) -> None:
+    led = open_ledger(pg_url, key=signer, checkpoint_interval=None, linger=60.0)  # only a commit can take it
+    try:
+        gov = Governor(PACK, evidence=led)
+        with gov.run(CHAIN, session_id="s-pg-ride", intent="look up", purpose="testing"):
+            before = led.stats.flushes
+            assert gov.govern(lookup, tool="crm.lookup")(customer="c") == {"customer": "c", "tier": "gold"}
+            commits = led.stats.flushes - before
+        kinds = [e["kind"] for _, e in led.iter_records()]  # committed rows, read at once
+        assert kinds == ["intent", "decision", "outcome", "intent", "decision"] and commits == 2
+    finally:
+        led.close()
 
 
 def test_append_only_triggers(pg_ledger: Ledger, admin: sa.Connection) -> None:
