@@ -75,8 +75,8 @@ DEFAULT_CHECKPOINT_INTERVAL = 1.0
 DEFAULT_CHECKPOINT_EVERY = 10_000
 """Entries: ... or as soon as this many of its entries are uncovered, whichever comes first."""
 DEFAULT_LINGER = 0.05
-"""Seconds an outcome queued for the next commit (``record_outcome(..., with_next=True)``) waits for
-that commit before the flusher writes it on its own."""
+"""Seconds a record queued for the next commit (``with_next=True``) waits for that commit before the
+flusher writes it on its own."""
 
 
 _ASYNC_FILE_CHECK_TTL = 0.05
@@ -229,7 +229,7 @@ class Ledger:
         self.required = required
         """Every record durable before its call returns (``evidence: required``)."""
         self.linger = linger
-        """Seconds a ``with_next`` outcome waits for the commit it rides with (see :meth:`record_outcome`)."""
+        """Seconds a ``with_next`` record waits for the commit it rides with (see :meth:`record_decision`)."""
         self.stats = _Stats()
         self._writer = _writer_id()
         self._fresh_sync()
@@ -543,13 +543,24 @@ class Ledger:
                 self._hold_deadline = None
             return batch
 
+    def _drain(self) -> list[_Group]:
+        """Take everything out of the FIFO (to fail it)."""
+        with self._cv:
+            left = list(self._pending)
+            self._pending.clear()
+            self._held, self._hold_deadline = 0, None
+        return left
+
     def _due(self) -> bool:
         """Whether the flusher has records to commit now (``self._cv`` is held): any not held, or held
         ones past their linger."""
-        if len(self._pending) > self._held:
+        pending = self._pending
+        if not pending:
+            return False
+        if len(pending) > self._held:
             return True
         deadline = self._hold_deadline
-        return deadline is not None and deadline <= time.monotonic()
+        return deadline is None or deadline <= time.monotonic()
 
     def _commit_once(self) -> bool | None:
         """Commit one batch from the FIFO (the commit lock is held): ``True`` done, ``False`` the commit
@@ -642,10 +653,7 @@ class Ledger:
         self._stuck = self._crash = exc
         log.critical("ledger %s: writer crashed: %r; refusing new records", self.origin, exc)
         err = LedgerUnavailable(f"ledger {self.origin}: writer crashed ({type(exc).__name__}: {exc})")
-        with self._cv:
-            left = list(self._pending)
-            self._pending.clear()
-        for g in left:
+        for g in self._drain():
             self._finish(g, err)
 
     def _finish(
@@ -722,10 +730,7 @@ class Ledger:
                     deadline = deadline or time.monotonic() + 10.0
                     if time.monotonic() > deadline:
                         err = LedgerUnavailable(f"ledger {self.origin}: could not store records ({self.stats.last_error})")
-                        with self._cv:
-                            left = list(self._pending)
-                            self._pending.clear()
-                        for g in left:
+                        for g in self._drain():
                             self._finish(g, err)
                         if self._crash is None:
                             self._stuck = None
@@ -1156,8 +1161,9 @@ def open_ledger(
         required: every record is durable before its call returns, whatever the action class
             (``evidence: required``): a ledger that cannot write blocks every action.
         store_results: keep tool results in clear in the ledger (default: only their digest).
-        linger: seconds a tool call's outcome waits to be committed with the decision on its result
-            (one commit instead of two) before it is written on its own.
+        linger: seconds a record held for the next commit (a call's outcome, held for the decision
+            on its result; a proposal made only of tool calls, for its first call's) waits for that
+            commit before it is written on its own.
 
     Raises at once if the database is unreachable (fail closed at construction), and, when
     ``create``, if the ledger's state row has a format this version does not know.
