@@ -1,5 +1,6 @@
-"""Sequence rules (`after:`) look at the session newest first and stop at their `within` window: the same
-answer as filtering the whole history, at the cost of the window rather than of the session's length."""
+"""Sequence rules (`after:`) look at the session newest first and stop at their `within` window, and without a window
+at the distinct kinds of its steps: the same answer as filtering the whole history, at the cost of the window (or of
+the kinds) rather than of the session's length."""
 
 from __future__ import annotations
 
@@ -77,5 +78,8 @@ def test_the_window_answers_as_the_whole_history_filtered(tmp_path_factory, hist
     for i, (tool, point, verdict) in enumerate(history):
         connector, cls = TOOLS[tool]
         session.steps.append(Step(f"a{i}", point, tool, connector, cls, verdict, now))
+        if i % 3 == 0:  # asked as the session grows, too (the unbounded rule's kinds are kept up to date)
+            for rule in policy.rules:  # type: ignore[attr-defined]
+                assert ReasoningPlane._after(rule, session) == _reference(rule, session.steps), (rule.id, history[: i + 1])
     for rule in policy.rules:  # type: ignore[attr-defined]
         assert ReasoningPlane._after(rule, session) == _reference(rule, session.steps), (rule.id, history)

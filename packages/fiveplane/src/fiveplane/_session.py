@@ -159,6 +159,23 @@ class SessionState:
     last_seen: datetime | None = None
     expired: str | None = None
     """Why the session was evicted or ended, when it was (its steps are then refused)."""
+    _kinds: set[tuple[MediationPoint, str | None, str | None, ActionClass | None]] = field(
+        default_factory=set, init=False, repr=False, compare=False
+    )
+    _kinds_of: int = field(default=0, init=False, repr=False, compare=False)
+
+    def step_kinds(self) -> set[tuple[MediationPoint, str | None, str | None, ActionClass | None]]:
+        """The distinct (point, tool, connector, class) of the steps that proceeded, brought up to
+        date with the steps appended since the last call (steps are only ever appended): what a
+        sequence rule without a window needs, at the cost of the kinds, not of the history."""
+        steps, n = self.steps, self._kinds_of
+        if n < len(steps):
+            add = self._kinds.add
+            for s in steps[n:]:
+                if s.verdict.proceeds:
+                    add((s.point, s.tool, s.connector, s.action_class))
+            self._kinds_of = len(steps)
+        return self._kinds
 
     def cel_view(self) -> dict[str, Any]:
         """The ``session`` variable of CEL conditions."""

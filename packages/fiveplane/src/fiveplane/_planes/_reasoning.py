@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from .._actions import Action, MediationPoint, Principal
+from .._actions import Action, ActionClass, MediationPoint, Principal
 from .._decisions import Decision, Finding, Mode, Obligation, ObligationKind, Severity, Verdict, strongest
 from .._flow import FlowIndex, FlowMatch
 from .._policy._cel import ConditionError
@@ -370,24 +370,29 @@ class ReasoningPlane:
             return True
         if not (after.tools or after.connectors or after.classes):
             return False
+
         # the window counts steps at the points the rule names (so per-document retrieval steps do
         # not push earlier tool calls out of it); only steps that proceeded count. Newest first: a
         # `within` window costs its size, not the session's length.
+        def hit(tool: str | None, connector: str | None, cls: ActionClass | None) -> bool:
+            return (
+                (not rule.after_tools or rule.after_tools.matches(tool))
+                and (not rule.after_connectors or rule.after_connectors.matches(connector))
+                and (not after.classes or cls in after.classes)
+            )
+
         left = after.within
         points = after.points
+        if left is None:  # any step of the whole session: its distinct kinds say as much
+            return any(point in points and hit(tool, conn, cls) for point, tool, conn, cls in session.step_kinds())
         for step in reversed(session.steps):
             if step.point not in points or not step.verdict.proceeds:
                 continue
-            if (
-                (not rule.after_tools or rule.after_tools.matches(step.tool))
-                and (not rule.after_connectors or rule.after_connectors.matches(step.connector))
-                and (not after.classes or step.action_class in after.classes)
-            ):
+            if hit(step.tool, step.connector, step.action_class):
                 return True
-            if left is not None:
-                left -= 1
-                if not left:
-                    return False
+            left -= 1
+            if not left:
+                return False
         return False
 
     # ---- combining ----------------------------------------------------------------------------
