@@ -528,8 +528,12 @@ class Ledger:
                 if self._pending or self._cp_wanted:
                     self._cv.notify()
 
-    def _take(self) -> list[_Group]:
+    def _take(self, *, due_only: bool = False) -> list[_Group]:
+        """The next batch from the FIFO. ``due_only`` (the flusher): nothing while only held records
+        wait within their linger — a producer's commit takes them."""
         with self._cv:
+            if due_only and not self._due():
+                return []
             batch: list[_Group] = []
             count = 0
             pending = self._pending
@@ -562,10 +566,10 @@ class Ledger:
         deadline = self._hold_deadline
         return deadline is None or deadline <= time.monotonic()
 
-    def _commit_once(self) -> bool | None:
+    def _commit_once(self, *, due_only: bool = False) -> bool | None:
         """Commit one batch from the FIFO (the commit lock is held): ``True`` done, ``False`` the commit
-        failed, ``None`` nothing was waiting."""
-        batch = self._take()
+        failed, ``None`` nothing was waiting (``due_only``: nothing due, see :meth:`_take`)."""
+        batch = self._take(due_only=due_only)
         if not batch:
             return None
         ready: list[_Group] = []
@@ -591,6 +595,10 @@ class Ledger:
         if result is not None:  # (only a real commit shows the database works again, not an empty flush)
             self._failing = None
             self._file_checked = time.monotonic()  # the store checked the file before and after the commit
+            self._known_size = self._own_size = result.size
+            self.stats.flushes += 1  # (counted before its producers are woken: they see their commit in the stats)
+            self.stats.records += len(records)
+            self.stats.max_batch = max(self.stats.max_batch, len(records))
         seq = result.first_seq if result is not None else None
         settle: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for g in ready:
@@ -605,10 +613,6 @@ class Ledger:
                 if not any(g.attempted and not g.durable for g in self._pending):
                     self._stuck = None
         if result is not None:
-            self._known_size = self._own_size = result.size
-            self.stats.flushes += 1
-            self.stats.records += len(records)
-            self.stats.max_batch = max(self.stats.max_batch, len(records))
             if self.signer is not None:
                 with self._tail_lock:
                     first = self._tail_since is None
@@ -718,7 +722,7 @@ class Ledger:
             if work:
                 with self._commit_lock:
                     while True:
-                        done = self._commit_once()
+                        done = self._commit_once(due_only=not stopping)
                         if done is None:
                             break
                         if done is False:
