@@ -612,17 +612,16 @@ class Ledger:
             with self._cv:
                 if not any(g.attempted and not g.durable for g in self._pending):
                     self._stuck = None
-        if result is not None:
-            if self.signer is not None:
-                with self._tail_lock:
-                    first = self._tail_since is None
-                    if first:
-                        self._tail_since = time.monotonic()
-                if self._checkpoint_due():
-                    self._cp_wanted = True
-                elif first and self.checkpoint_interval is not None:
-                    with self._cv:  # the flusher sleeps without a timeout while nothing is uncovered
-                        self._cv.notify()
+        if result is not None and self.signer is not None:
+            with self._tail_lock:
+                first = self._tail_since is None
+                if first:
+                    self._tail_since = time.monotonic()
+            if self._checkpoint_due():
+                self._cp_wanted = True
+            elif first and self.checkpoint_interval is not None:
+                with self._cv:  # the flusher sleeps without a timeout while nothing is uncovered
+                    self._cv.notify()
         return True
 
     def _failed(self, batch: list[_Group], exc: Exception) -> None:
