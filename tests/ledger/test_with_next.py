@@ -137,3 +137,19 @@ async def test_async_twin_rides_with_the_next_commit(db_path: Path, signer: Ed25
         assert commits == 2
     finally:
         led.close()
+
+
+def test_a_held_record_is_refused_at_once_when_the_file_is_gone(db_path: Path, signer: Ed25519Signer) -> None:
+    led = open_ledger(f"sqlite:///{db_path}", key=signer, checkpoint_interval=None, linger=60.0)
+    try:
+        led.record_event("test.event", {"warm": True})
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+        action = _action()
+        with pytest.raises(LedgerUnavailable, match="deleted while the ledger was open"):
+            led.record_outcome(action, _outcome(action), durable=True, with_next=True)  # checked before it is taken
+    finally:
+        try:
+            led.close()
+        except LedgerUnavailable:
+            pass

@@ -346,7 +346,8 @@ class Ledger:
 
     async def _ahold_or_append(self, records: list[PendingRecord], durable: bool, with_next: bool) -> None:
         if with_next and self._failing is None:
-            self._submit(records, False, hold=True, check_file=False)  # the commit it rides with checks the file
+            await self._acheck_file()
+            self._submit(records, False, hold=True, check_file=False)
         else:
             await self._aappend(records, durable)
 
@@ -488,11 +489,15 @@ class Ledger:
         self._lead_if_idle(g)
         return self._wait(g, None)
 
-    async def _aappend(self, records: list[PendingRecord], durable: bool) -> int | None:
-        if self._file_checked + _ASYNC_FILE_CHECK_TTL < time.monotonic():  # never stat on the event loop
+    async def _acheck_file(self) -> None:
+        """Check the SQLite file unless a check at most ``_ASYNC_FILE_CHECK_TTL`` old did (never on the loop)."""
+        if self._file_checked + _ASYNC_FILE_CHECK_TTL < time.monotonic():
             problem = await asyncio.to_thread(self._store.file_problem)
             self._broken = self._broken or problem
             self._file_checked = time.monotonic()
+
+    async def _aappend(self, records: list[PendingRecord], durable: bool) -> int | None:
+        await self._acheck_file()
         if not self._sync(durable):
             self._submit(records, False, check_file=False)
             return None
