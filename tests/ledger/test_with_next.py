@@ -153,3 +153,52 @@ def test_a_held_record_is_refused_at_once_when_the_file_is_gone(db_path: Path, s
             led.close()
         except LedgerUnavailable:
             pass
+
+
+def test_concurrent_calls_keep_every_held_outcome_and_its_order(db_path: Path, signer: Ed25519Signer) -> None:
+    """Eight threads make governed calls at once: commits mix held outcomes of one thread with another
+    thread's durable records. Every call's outcome is on disk when the call returns, before its
+    result's decision, and the log verifies."""
+    import threading
+
+    led = open_ledger(f"sqlite:///{db_path}", key=signer, checkpoint_interval=None, linger=60.0)
+    problems: list[str] = []
+    last_call: dict[int, str] = {}
+    try:
+        gov = Governor(PACK, evidence=led)
+        gov.add_listener(
+            lambda a, d: (
+                last_call.__setitem__(threading.get_ident(), a.action_id) if a.point is MediationPoint.TOOL_CALL else None
+            )
+        )
+        tool = gov.govern(lookup, tool="crm.lookup")
+
+        def worker(w: int) -> None:
+            try:
+                with sqlite3.connect(db_path) as conn:  # another connection: sees only committed rows
+                    for i in range(15):
+                        with gov.run(CHAIN, session_id=f"s-{w}", intent="look up", purpose="testing"):
+                            tool(customer=f"c{w}-{i}")
+                        call = last_call[threading.get_ident()]
+                        (n,) = conn.execute(
+                            "SELECT count(*) FROM ledger_leaves WHERE kind = 'outcome' AND action_id = ?", (call,)
+                        ).fetchone()
+                        if n != 1:
+                            problems.append(f"worker {w} call {i}: its outcome is not on disk when the call returned")
+            except Exception as exc:  # reported below
+                problems.append(f"worker {w}: {exc!r}")
+
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert problems == []
+        records = list(led.iter_records())
+        outcome_at = {e["action_id"]: s for s, e in records if e["kind"] == "outcome"}
+        result_at = {e["parent_id"]: s for s, e in records if e["kind"] == "decision" and e.get("parent_id")}
+        assert len(outcome_at) == 8 * 15 and outcome_at.keys() == result_at.keys()
+        assert all(outcome_at[a] < result_at[a] for a in outcome_at)  # an outcome precedes its result's decision
+        assert led.verify().ok
+    finally:
+        led.close()
