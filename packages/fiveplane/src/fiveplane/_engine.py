@@ -536,9 +536,9 @@ class Governor:
             return self._after_decision(effect.action, effect.decision, effect.contexts)
         if isinstance(effect, _Evidence):
             assert self.evidence is not None
-            if effect.with_next:
-                return self.evidence.record_decision(effect.action, effect.decision, durable=effect.durable, with_next=True)  # type: ignore[call-arg]
-            return self.evidence.record_decision(effect.action, effect.decision, durable=effect.durable)
+            return self.evidence.record_decision(
+                effect.action, effect.decision, durable=effect.durable, **_next_kw(effect.with_next)
+            )
         return effect.fn(*effect.args)
 
     async def _adrive(self, flow: Generator[_Effect, Any, Decision]) -> Decision:
@@ -553,11 +553,9 @@ class Governor:
                 return await self._aafter_decision(effect.action, effect.decision, effect.contexts)
             if isinstance(effect, _Evidence):
                 assert self.evidence is not None
-                if effect.with_next:
-                    return await self.evidence.arecord_decision(  # type: ignore[call-arg]
-                        effect.action, effect.decision, durable=effect.durable, with_next=True
-                    )
-                return await self.evidence.arecord_decision(effect.action, effect.decision, durable=effect.durable)
+                return await self.evidence.arecord_decision(
+                    effect.action, effect.decision, durable=effect.durable, **_next_kw(effect.with_next)
+                )
             return await asyncio.to_thread(effect.fn, *effect.args)
 
         return await arun_effects(flow, perform)
@@ -756,10 +754,7 @@ class Governor:
         if self.evidence is not None:
             outcome = self._evidence_outcome(action, outcome)
             durable = self._durable(action) if durable is None else durable
-            if self._holds(with_next):
-                self.evidence.record_outcome(action, outcome, durable=durable, with_next=True)  # type: ignore[call-arg]
-            else:
-                self.evidence.record_outcome(action, outcome, durable=durable)
+            self.evidence.record_outcome(action, outcome, durable=durable, **_next_kw(self._holds(with_next)))
 
     async def arecord_outcome(
         self, action: Action, outcome: Outcome, *, durable: bool | None = None, with_next: bool = False
@@ -769,10 +764,7 @@ class Governor:
             if outcome.error:
                 outcome = await asyncio.to_thread(self._evidence_outcome, action, outcome)
             durable = self._durable(action) if durable is None else durable
-            if self._holds(with_next):
-                await self.evidence.arecord_outcome(action, outcome, durable=durable, with_next=True)  # type: ignore[call-arg]
-            else:
-                await self.evidence.arecord_outcome(action, outcome, durable=durable)
+            await self.evidence.arecord_outcome(action, outcome, durable=durable, **_next_kw(self._holds(with_next)))
 
     def _holds(self, with_next: bool) -> bool:
         """Whether to pass ``with_next`` to the sink: asked for, and the sink takes it."""
@@ -810,6 +802,16 @@ class _ApprovalPlan:
 
     grant: ApprovalRequest | None = None
     request: ApprovalRequest | None = None
+
+
+def _next_kw(held: bool) -> dict[str, bool]:
+    """The ``with_next`` keyword for a sink that holds records (``holds_records``), only when used:
+    a sink without the capability is called exactly as the ``EvidenceSink`` protocol says."""
+    return _WITH_NEXT if held else _NO_KW
+
+
+_WITH_NEXT = {"with_next": True}
+_NO_KW: dict[str, bool] = {}
 
 
 _NO_APPROVAL = _ApprovalPlan()

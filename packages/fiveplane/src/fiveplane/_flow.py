@@ -35,7 +35,7 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import FrozenInstanceError, dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from ._flowvalues import KINDS as _KINDS
 from ._flowvalues import _leaves as _value_leaves
@@ -475,6 +475,27 @@ EVICTED = Source("evicted", None)
 """The source named when a session's flow index was truncated (its budget was exceeded)."""
 
 
+_T = TypeVar("_T")
+
+
+class _Settled(Generic[_T]):
+    """A read of a :class:`FlowIndex`: its waiting items are indexed first, then the private attribute
+    of the same name (``_name``) is returned."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr = "_" + name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _Settled[_T]: ...
+    @overload
+    def __get__(self, obj: FlowIndex, owner: type | None = None) -> _T: ...
+    def __get__(self, obj: FlowIndex | None, owner: type | None = None) -> _T | _Settled[_T]:
+        if obj is None:
+            return self
+        obj._settle()
+        return getattr(obj, self._attr)  # type: ignore[no-any-return]
+
+
 class FlowIndex:
     """The values and shingles of untrusted and trusted content seen in one session.
 
@@ -547,50 +568,16 @@ class FlowIndex:
         """Items applied but not indexed yet (their values not extracted)."""
         return len(self._pending)
 
-    @property
-    def untrusted_values(self) -> dict[str, Source]:
-        self._settle()
-        return self._untrusted_values
-
-    @property
-    def untrusted_shingles(self) -> dict[bytes, Source]:
-        self._settle()
-        return self._untrusted_shingles
-
-    @property
-    def trusted_values(self) -> set[str]:
-        self._settle()
-        return self._trusted_values
-
-    @property
-    def trusted_shingles(self) -> set[bytes]:
-        self._settle()
-        return self._trusted_shingles
-
-    @property
-    def user_values(self) -> set[str]:
-        self._settle()
-        return self._user_values
-
-    @property
-    def user_shingles(self) -> set[bytes]:
-        self._settle()
-        return self._user_shingles
-
-    @property
-    def sources(self) -> int:
-        self._settle()
-        return self._sources
-
-    @property
-    def entries(self) -> int:
-        self._settle()
-        return self._entries
-
-    @property
-    def over_budget(self) -> Source | None:
-        self._settle()
-        return self._over_budget
+    # reads of the index: the waiting items are indexed first
+    untrusted_values: _Settled[dict[str, Source]] = _Settled()
+    untrusted_shingles: _Settled[dict[bytes, Source]] = _Settled()
+    trusted_values: _Settled[set[str]] = _Settled()
+    trusted_shingles: _Settled[set[bytes]] = _Settled()
+    user_values: _Settled[set[str]] = _Settled()
+    user_shingles: _Settled[set[bytes]] = _Settled()
+    sources: _Settled[int] = _Settled()
+    entries: _Settled[int] = _Settled()
+    over_budget: _Settled[Source | None] = _Settled()
 
     def add(
         self, content: Any, *, trusted: bool, action_id: str, tool: str | None, user: bool = False, vouched: Any = None

@@ -134,8 +134,9 @@ class _Group:
     error: BaseException | None = None
     attempted: bool = False
     done: bool = False
-    held: bool = False
-    """Waits for the next commit (or ``linger``) instead of waking the flusher."""
+    hold_until: float | None = None
+    """Held (``with_next``): waits for the next commit, or until this monotonic time, instead of
+    waking the flusher."""
 
 
 def _settle_all(items: list[tuple[asyncio.Future[int | None], int | None, BaseException | None]]) -> None:
@@ -256,8 +257,6 @@ class Ledger:
         self._crash: BaseException | None = None  # the writer crashed: refuse everything from now on
         self._failing: BaseException | None = None  # the last commit failed: commit every record synchronously
         self._cp_wanted = False
-        self._held = 0  # groups in the FIFO waiting for the next commit (``with_next``)
-        self._hold_deadline: float | None = None  # when the oldest of them is written anyway
         self._wake_at: float | None = 0.0  # when the sleeping flusher wakes (None: when notified; 0: it is awake)
 
     # ---- identity -------------------------------------------------------------------------------
@@ -452,16 +451,12 @@ class Ledger:
         if refusal is not None:
             raise refusal
         self._ensure_thread()
-        g = _Group(records, durable, event, loop, future, held=hold)
+        g = _Group(records, durable, event, loop, future, hold_until=time.monotonic() + self.linger if hold else None)
         with self._cv:
             self._pending.append(g)
-            if hold:  # the next commit takes it; the flusher only has to know when to write it anyway
-                hold_until = self._hold_deadline
-                if hold_until is None:
-                    hold_until = self._hold_deadline = time.monotonic() + self.linger
-                self._held += 1
+            if g.hold_until is not None:  # the next commit takes it; the flusher only has to know when to write it anyway
                 wake = self._wake_at
-                if wake is None or (wake and wake > hold_until):  # (0: awake, it will look)
+                if wake is None or (wake and wake > g.hold_until):  # (0: awake, it will look)
                     self._cv.notify()
             elif event is None:  # nobody on this side will commit it: the flusher does
                 self._cv.notify()
@@ -546,10 +541,6 @@ class Ledger:
                 g = pending.popleft()
                 batch.append(g)
                 count += len(g.records)
-                if g.held:
-                    self._held -= 1
-            if not self._held:
-                self._hold_deadline = None
             return batch
 
     def _drain(self) -> list[_Group]:
@@ -557,19 +548,19 @@ class Ledger:
         with self._cv:
             left = list(self._pending)
             self._pending.clear()
-            self._held, self._hold_deadline = 0, None
         return left
 
     def _due(self) -> bool:
         """Whether the flusher has records to commit now (``self._cv`` is held): any not held, or held
         ones past their linger."""
-        pending = self._pending
-        if not pending:
-            return False
-        if len(pending) > self._held:
+        if any(g.hold_until is None for g in self._pending):
             return True
-        deadline = self._hold_deadline
-        return deadline is None or deadline <= time.monotonic()
+        until = self._hold_until()
+        return until is not None and until <= time.monotonic()
+
+    def _hold_until(self) -> float | None:
+        """When the oldest held group is written anyway (``self._cv`` is held); ``None``: none waits."""
+        return next((g.hold_until for g in self._pending if g.hold_until is not None), None)
 
     def _commit_once(self, *, due_only: bool = False) -> bool | None:
         """Commit one batch from the FIFO (the commit lock is held): ``True`` done, ``False`` the commit
@@ -649,7 +640,7 @@ class Ledger:
                 else:
                     self._finish(g, err)
             else:
-                g.held = False  # (counted out of the held ones when taken) retried by the flusher now
+                g.hold_until = None  # retried by the flusher now, like any queued record
                 keep.append(g)
         if keep:
             self._stuck = exc
@@ -711,7 +702,7 @@ class Ledger:
             with self._cv:
                 while not self._due() and not self._stopping and not self._cp_wanted:
                     timeout = self._idle_timeout()
-                    hold_until = self._hold_deadline
+                    hold_until = self._hold_until()
                     if hold_until is not None:
                         wait = max(0.0, hold_until - time.monotonic())
                         timeout = wait if timeout is None else min(timeout, wait)

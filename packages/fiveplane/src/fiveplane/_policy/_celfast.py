@@ -167,17 +167,17 @@ class _Parser:
         return node
 
     def or_(self) -> Node:
-        node = self.and_()
-        while self.peek("||", "op"):
-            self.take()
-            node = _connective(node, self.and_(), True)
-        return node
+        return self._chain("||", self.and_, True)
 
     def and_(self) -> Node:
-        node = self.rel()
-        while self.peek("&&", "op"):
+        return self._chain("&&", self.rel, False)
+
+    def _chain(self, op: str, operand: Callable[[], Node], is_or: bool) -> Node:
+        """``operand (op operand)*``, left to right."""
+        node = operand()
+        while self.peek(op, "op"):
             self.take()
-            node = _connective(node, self.rel(), False)
+            node = _connective(node, operand(), is_or)
         return node
 
     def rel(self) -> Node:
