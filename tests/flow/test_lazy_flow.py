@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fiveplane import Action, Governor, Verdict
-from fiveplane._flow import FlowContent, FlowIndex, _size_bound
+from fiveplane._flow import _BYTES, _NUMBER, _OVER, _PHRASE, _USER, _VOUCHED, FlowContent, FlowIndex, _size_bound, text_of
+from fiveplane._flowvalues import extract, number_values, phrases
 from fiveplane._session import InMemorySessionStore
 
 # ---- content the extractor has something to say about ------------------------------------------
@@ -107,12 +108,36 @@ def test_lazy_index_answers_like_the_eager_one(
     assert lazy.pending == 0
 
 
+def _extracted_at_once(
+    content: Any, trusted: bool, action_id: str, tool: str | None, user: bool, vouched: Any, session_bytes: int
+) -> FlowContent:
+    """The item as the eager extraction (what lazy items replaced) built it: the reference."""
+    fc = extract(content, session_bytes=session_bytes) if content is not None else None
+    values: set[str] = set(fc.values) if fc else set()
+    shing: frozenset[bytes] = fc.shingles if fc else frozenset()
+    indexed = fc.indexed_bytes if fc else 0
+    if not trusted and fc is not None and fc.over_budget:
+        values.add(_OVER)
+    if vouched is not None and not trusted:
+        vc = extract(vouched, session_bytes=session_bytes + indexed)
+        values |= {_VOUCHED + v for v in vc.values}
+        indexed += vc.indexed_bytes
+    if user and trusted and content is not None:
+        text = text_of(content)
+        values.add(_USER)
+        values |= {_PHRASE + h for h in phrases(text)}
+        values |= {_NUMBER + n for n in number_values(text)}
+    values.add(f"{_BYTES}{indexed}")
+    return FlowContent(action_id, tool, trusted, frozenset(values), shing)
+
+
 @settings(max_examples=80, deadline=None)
 @given(item=_item, session_bytes=st.sampled_from([0, 32 * 1024 * 1024 - 10, 32 * 1024 * 1024]))
 def test_lazy_item_equals_the_eager_item(item: dict[str, Any], session_bytes: int) -> None:
     kw = {"trusted": item["trusted"], "user": item["user"], "vouched": item["vouched"], "action_id": "a", "tool": "t"}
     lazy = FlowContent.of(item["content"], session_bytes=session_bytes, **kw)
-    eager = FlowContent.of(item["content"], session_bytes=session_bytes, lazy=False, **kw)
+    eager = _extracted_at_once(item["content"], item["trusted"], "a", "t", item["user"], item["vouched"], session_bytes)
+    assert FlowContent.of(item["content"], session_bytes=session_bytes, lazy=False, **kw) == eager
     # what is known before extracting agrees with the extracted item
     assert (lazy.indexed_bytes, lazy.over_budget, lazy.user) == (eager.indexed_bytes, eager.over_budget, eager.user)
     bound = lazy.size_bound

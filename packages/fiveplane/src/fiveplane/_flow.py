@@ -41,7 +41,6 @@ from ._flowvalues import KINDS as _KINDS
 from ._flowvalues import _leaves as _value_leaves
 from ._flowvalues import (
     cut_content,
-    extract,
     extract_values,
     normalize,
     number_values,
@@ -284,7 +283,8 @@ class FlowContent:
     Most items are never read: a session's index is consulted only when a consequential action is
     checked against the pack's flow rules or a condition calls a provenance function. So
     :meth:`of` defers the extraction (the regular expressions, the shingles) until then; the result
-    is exactly that of extracting at once (:meth:`of` with ``lazy=False``).
+    is exactly that of extracting at once (``tests/flow/test_lazy_flow.py`` checks it against the
+    eager extraction this replaced).
     """
 
     __slots__ = ("_lazy", "_shingles", "_values", "action_id", "tool", "trusted")
@@ -423,9 +423,7 @@ class FlowContent:
 
         The texts are cut to their budgets at once (so :attr:`indexed_bytes`, :attr:`over_budget`
         and the next item's budget are exact); with ``lazy`` (the default) the values are extracted
-        from those texts when first read, otherwise now. Both give the same item."""
-        if not lazy:
-            return cls._eager(content, trusted, action_id, tool, user, vouched, session_bytes)
+        from those texts when first read, otherwise now."""
         markers: set[str] = set()
         text: str | None = None
         indexed = 0
@@ -443,29 +441,10 @@ class FlowContent:
             markers.add(_USER)
         markers.add(f"{_BYTES}{indexed}")
         deferred = _Deferred(text, vtext, utext, frozenset(markers), _size_bound(text, vtext, utext) + len(markers))
-        return cls._deferred(action_id, tool, trusted, deferred)
-
-    @classmethod
-    def _eager(
-        cls, content: Any, trusted: bool, action_id: str, tool: str | None, user: bool, vouched: Any, session_bytes: int
-    ) -> FlowContent:
-        fc = extract(content, session_bytes=session_bytes) if content is not None else None
-        values: set[str] = set(fc.values) if fc else set()
-        shing: frozenset[bytes] = fc.shingles if fc else frozenset()
-        indexed = fc.indexed_bytes if fc else 0
-        if not trusted and fc is not None and fc.over_budget:
-            values.add(_OVER)
-        if vouched is not None and not trusted:
-            vc = extract(vouched, session_bytes=session_bytes + indexed)
-            values |= {_VOUCHED + v for v in vc.values}
-            indexed += vc.indexed_bytes
-        if user and trusted and content is not None:
-            text = text_of(content)
-            values.add(_USER)
-            values |= {_PHRASE + h for h in phrases(text)}
-            values |= {_NUMBER + n for n in number_values(text)}
-        values.add(f"{_BYTES}{indexed}")
-        return cls(action_id, tool, trusted, frozenset(values), shing)
+        fc = cls._deferred(action_id, tool, trusted, deferred)
+        if not lazy:
+            fc._force()
+        return fc
 
 
 EVICT_TO = 0.9
