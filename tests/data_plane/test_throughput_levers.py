@@ -344,7 +344,9 @@ def test_chunked_decoding_is_exact(monkeypatch: pytest.MonkeyPatch, least: int, 
     assert [_annotations(d) for t in texts[:8] for d in engine._greedy.pipe([t])] == theirs[:8]
 
 
-def test_a_failing_stepwise_decoder_falls_back_to_nlp_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_stepwise_decoder_falls_back_to_nlp_pipe(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     plane = make_plane({"cache_size": 0, "rules": [{"id": "r", "entities": {"PERSON": "redact", "EMAIL_ADDRESS": "redact"}}]})
     cc = plane.compiled()
     scope = cc.scope(MediationPoint.TOOL_RESULT, None, None)
@@ -353,7 +355,10 @@ def test_a_failing_stepwise_decoder_falls_back_to_nlp_pipe(monkeypatch: pytest.M
 
     class Broken:
         def pipe(self, texts: Any) -> Any:
-            raise RuntimeError("a spaCy whose internals changed")
+            raise RuntimeError(f"a spaCy whose internals changed, while decoding {texts[0]!r}")
 
     monkeypatch.setattr(cc.engine, "_greedy", Broken())
-    assert _found(cc.detect(texts, scope, [True] * len(texts))) == expected
+    with caplog.at_level("WARNING"):
+        assert _found(cc.detect(texts, scope, [True] * len(texts))) == expected
+    assert "stepwise NER decoding failed (RuntimeError)" in caplog.text
+    assert texts[0][:20] not in caplog.text  # the log names the failure, never the scanned text

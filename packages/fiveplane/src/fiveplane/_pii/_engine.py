@@ -514,8 +514,9 @@ class PresidioEngine:
             if self._greedy is not None:
                 try:
                     docs = [doc for i in range(0, len(texts), 64) for doc in self._greedy.pipe(texts[i : i + 64])]
-                except Exception:  # decode these texts with nlp.pipe instead (whose errors do propagate)
-                    logger.warning("data plane: stepwise NER decoding failed; using nlp.pipe", exc_info=True)
+                except Exception as exc:  # decode these texts with nlp.pipe instead (whose errors do propagate)
+                    # the type only: a message could quote the texts being scanned
+                    logger.warning("data plane: stepwise NER decoding failed (%s); using nlp.pipe", type(exc).__name__)
             if docs is None:
                 docs = list(nlp.pipe(list(texts), batch_size=64))
         return [_DocArtifacts(self, doc) for doc in docs]
