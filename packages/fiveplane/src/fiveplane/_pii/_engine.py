@@ -514,7 +514,7 @@ class PresidioEngine:
             if self._greedy is not None:
                 try:
                     docs = [doc for i in range(0, len(texts), 64) for doc in self._greedy.pipe(texts[i : i + 64])]
-                except Exception as exc:  # decode these texts with nlp.pipe instead (whose errors do propagate)
+                except Exception as exc:  # noqa: BLE001 - decode these texts with nlp.pipe instead (its errors propagate)
                     # the type only: a message could quote the texts being scanned
                     logger.warning("data plane: stepwise NER decoding failed (%s); using nlp.pipe", type(exc).__name__)
             if docs is None:
