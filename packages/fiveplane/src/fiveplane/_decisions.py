@@ -44,14 +44,11 @@ class Verdict(StrEnum):
     """Pause and escalate to a human, bound to the exact action."""
     BLOCK = "block"
 
-    @property
-    def rank(self) -> int:
-        return self._rank  # type: ignore[attr-defined, no-any-return]  # set below, per member
-
-    @property
-    def proceeds(self) -> bool:
-        """True when the action may run now (possibly rewritten or narrowed)."""
-        return self._proceeds  # type: ignore[attr-defined, no-any-return]
+    # plain attributes of each member (set below), not properties: the hot path asks them on every decision
+    rank: int
+    """Deny-overrides order: allow < modify < narrow < defer < require_approval < block."""
+    proceeds: bool
+    """True when the action may run now (possibly rewritten or narrowed)."""
 
 
 _RANK = {
@@ -65,12 +62,11 @@ _RANK = {
 
 
 for _v, _r in _RANK.items():
-    # plain attributes of each member: the hot path asks these on every decision
-    _v._rank = _r  # type: ignore[attr-defined]
-    _v._proceeds = _v in (Verdict.ALLOW, Verdict.MODIFY, Verdict.NARROW)  # type: ignore[attr-defined]
+    _v.rank = _r
+    _v.proceeds = _v in (Verdict.ALLOW, Verdict.MODIFY, Verdict.NARROW)
 
 
-_rank_of = operator.attrgetter("_rank")
+_rank_of = operator.attrgetter("rank")
 
 
 def strongest(verdicts: list[Verdict] | tuple[Verdict, ...]) -> Verdict:
@@ -232,6 +228,19 @@ class Decision(BaseModel):
         object.__setattr__(d, "__pydantic_private__", None)
         return d
 
+    @classmethod
+    def settled(cls, fields: dict[str, Any], action_id: str, evaluated_at: datetime, duration_us: float) -> Decision:
+        """:meth:`trusted` for a decision plan's prebuilt fields (every field but these three)."""
+        values = {**fields, "action_id": action_id, "evaluated_at": evaluated_at, "duration_us": duration_us}
+        if len(values) != _FIELD_COUNT:
+            raise TypeError(f"Decision.settled needs the other fields (missing {sorted(_DECISION_FIELDS - values.keys())})")
+        d = cls.__new__(cls)
+        object.__setattr__(d, "__dict__", values)
+        object.__setattr__(d, "__pydantic_fields_set__", _ALL_SET)  # every field is set (never mutated: frozen)
+        object.__setattr__(d, "__pydantic_extra__", None)
+        object.__setattr__(d, "__pydantic_private__", None)
+        return d
+
     @property
     def allowed(self) -> bool:
         """True when the action may run now."""
@@ -262,3 +271,5 @@ class Decision(BaseModel):
 
 
 _DECISION_FIELDS = frozenset(Decision.model_fields)
+_FIELD_COUNT = len(_DECISION_FIELDS)
+_ALL_SET = set(_DECISION_FIELDS)

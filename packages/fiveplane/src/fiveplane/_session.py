@@ -28,7 +28,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from ._actions import Action, ActionClass, MediationPoint
 from ._decisions import Decision, Verdict
@@ -59,8 +59,9 @@ class SessionExpired(Exception):
     """The session was evicted (idle, over the store's size) or ended; its steps are refused."""
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
+    """One judged step of a session (immutable; a named tuple, the cheapest record Python builds)."""
+
     action_id: str
     point: MediationPoint
     tool: str | None
@@ -70,6 +71,9 @@ class Step:
     timestamp: datetime
     untrusted: bool = False
     """The step brought untrusted content into the session (a tool result, a retrieval)."""
+
+
+_NO_LABELS: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -102,26 +106,26 @@ class SessionCommit:
         extra: Mapping[str, Any] | None = None,
         count_keys: tuple[str, ...] | None = None,
     ) -> SessionCommit:
-        step = Step(
-            action_id=action.action_id,
-            point=action.point,
-            tool=action.tool,
-            connector=action.connector,
-            action_class=action.action_class,
-            verdict=decision.verdict,
-            timestamp=decision.evaluated_at,
-            untrusted=untrusted,
+        step = Step(  # positional: the hot path builds one per decision
+            action.action_id,
+            action.point,
+            action.tool,
+            action.connector,
+            action.action_class,
+            decision.verdict,
+            decision.evaluated_at,
+            untrusted,
         )
         is_input = action.point is MediationPoint.INPUT
         proceeds = decision.verdict.proceeds
         return cls(
-            step=step,
-            intent=action.intent if is_input else None,
-            purpose=action.purpose if is_input else None,
-            labels=((labels | frozenset(action.labels)) if action.labels else labels) if proceeds else frozenset(),
-            flow=flow if proceeds else None,
-            extra=dict(extra) if extra else {},
-            keys=count_keys,
+            step,
+            action.intent if is_input else None,
+            action.purpose if is_input else None,
+            ((labels | frozenset(action.labels)) if action.labels else labels) if proceeds else _NO_LABELS,
+            flow if proceeds else None,
+            dict(extra) if extra else {},
+            count_keys,
         )
 
     def count_keys(self) -> list[str]:
@@ -196,8 +200,10 @@ class SessionState:
             self.intent = change.intent
         if change.purpose:
             self.purpose = change.purpose
-        for key in change.count_keys():
-            self.counts[key] += 1
+        if change.step.verdict.proceeds:
+            counts = self.counts
+            for key in change.keys if change.keys is not None else change.count_keys():
+                counts[key] += 1
         if change.labels:
             self.labels.update(change.labels)
         if change.extra:
@@ -274,7 +280,7 @@ def emit(record: Recorder | None, kind: str, payload: dict[str, Any]) -> None:
 
 class _MemoryTx(SessionTx):
     def __init__(self, store: InMemorySessionStore, state: SessionState, lock: threading.Lock) -> None:
-        super().__init__(state)
+        self.state, self.staged, self.committed = state, {}, False  # (SessionTx's, set here: one call fewer)
         self._store = store
         self._lock: threading.Lock | None = lock
 
@@ -367,10 +373,10 @@ class InMemorySessionStore:
 
     def _checked(self, state: SessionState) -> SessionState:
         """Evict the state first if it idled past the TTL (the lock is held)."""
-        now = self.clock()
         ttl = self._ttl
         if ttl is None:
             return state
+        now = self.clock()
         if state.last_seen is not None and state.expired is None and now - state.last_seen > ttl:
             reason = f"idle for more than {self.idle_ttl:g} s (last step at {state.last_seen.isoformat()})"
             with self._guard:
@@ -382,7 +388,8 @@ class InMemorySessionStore:
         return state
 
     def begin(self, session_id: str) -> SessionTx:
-        lock = self._enter(session_id)
+        # a dict read is atomic: the guard is only needed to create the lock
+        lock = self._locks.get(session_id) or self._enter(session_id)
         lock.acquire()
         return self._opened(session_id, lock)
 

@@ -87,6 +87,7 @@ class Plan:
     _serves: dict[str, bool] = field(default_factory=dict)
     _admitting: dict[tuple[tuple[str, ...], str | None], tuple[PlannedRule, ...]] = field(default_factory=dict)
     _explained: dict[tuple[int, str | None, str | None], str] = field(default_factory=dict)
+    _settled: dict[tuple[int, str | None, str | None], dict[str, Any]] = field(default_factory=dict)
 
     def normalize(self, action: Action) -> Action:
         return trusted_copy(action, self.updates) if self.updates else action
@@ -129,6 +130,35 @@ class Plan:
                 self._explained.clear()
             self._explained[key] = text
         return text
+
+    def settled(self, action: Action, winner: Contribution, policy: Policy) -> dict[str, Any] | None:
+        """The fields of an enforced decision whose one reason is ``winner``, but the action's id,
+        time and duration (``Decision.settled`` adds them): built once per winner and principal
+        when the winner is a rule or default of this plan; ``None`` for any other reason."""
+        if id(winner) not in self.own:
+            return None
+        key = (id(winner), *actors(action))
+        fields = self._settled.get(key)
+        if fields is None:
+            verdict = winner.verdict
+            fields = {
+                "verdict": verdict,
+                "policy_verdict": verdict,
+                "mode": Mode.ENFORCE,
+                "rule_ids": (winner.rule_id,),
+                "findings": (),
+                "obligations": winner.obligations,
+                "explanation": self.explain(action, [winner]),
+                "policy_hash": policy.hash,
+                "policy_version": policy.label,
+                "errors": (),
+                "modified_arguments": None,
+                "modified_content": None,
+            }
+            if len(self._settled) >= _MAX_CACHED:
+                self._settled.clear()
+            self._settled[key] = fields
+        return fields
 
 
 def actors(action: Action) -> tuple[str | None, str | None]:

@@ -52,6 +52,9 @@ class _Provenance:
         return (found[0].source.tool or "") if found else ""
 
 
+_UNBUILT = object()
+
+
 class _Vars:
     """Lazy CEL variables: each is built the first time a condition reads it, then cached."""
 
@@ -67,10 +70,9 @@ class _Vars:
         """The flow match a flow rule's ``unless:`` is asked about."""
 
     def __call__(self, name: str) -> Any:
-        try:
-            return self._cache[name]
-        except KeyError:
-            pass
+        value = self._cache.get(name, _UNBUILT)
+        if value is not _UNBUILT:
+            return value
         if name == "match":
             return self.match
         build = _BUILDERS.get(name)
@@ -412,6 +414,10 @@ class ReasoningPlane:
             # the common case: no plane found anything, every reason is enforced and none asks for
             # approval: the strongest verdict and its reasons, with no further combining to do
             winners = [c for c in contributions if c.verdict is simple]
+            if plan is not None and len(winners) == 1:
+                settled = plan.settled(action, winners[0], policy)
+                if settled is not None:
+                    return Decision.settled(settled, action.action_id, evaluated_at, duration_us)
             obligations_: tuple[Obligation, ...] = ()
             for c in winners:
                 if c.obligations:

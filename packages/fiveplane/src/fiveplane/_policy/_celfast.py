@@ -22,7 +22,9 @@ that when CEL does run it converts only those fields.
 from __future__ import annotations
 
 import math
+import operator
 import re
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -223,24 +225,21 @@ class _Parser:
         if k == "num":
             self.take()
             if "." in v:
-                f = sign * float(v)
-                return lambda env, f=f: f  # type: ignore[misc]
+                return _const(sign * float(v))
             n = sign * int(v)
             if not -_I64 <= n < _I64:
                 raise _Unsupported
-            return lambda env, n=n: n  # type: ignore[misc]
+            return _const(n)
         if k == "str":
             self.take()
-            s = v[1:-1]
-            return lambda env, s=s: s  # type: ignore[misc]
+            return _const(v[1:-1])
         if k == "id":
             if v in ("true", "false"):
                 self.take()
-                b = v == "true"
-                return lambda env, b=b: b  # type: ignore[misc]
+                return _const(v == "true")
             if v == "null":
                 self.take()
-                return lambda env: None
+                return _const(None)
             if v == "has":
                 return self.has()
             function = _FUNCTIONS.get(v)
@@ -252,8 +251,7 @@ class _Parser:
                 return function(arg)
             if v in _TYPE_NAMES and v not in self.variables:
                 self.take()
-                t = _TYPES[v]
-                return lambda env, t=t: t  # type: ignore[misc]
+                return _const(_TYPES[v])
             if v in self.variables:
                 return self.path()
         raise _Unsupported
@@ -401,7 +399,61 @@ def _not(a: Node) -> Node:
     return f
 
 
+def _const(value: Any) -> Node:
+    """A literal's node; ``_CONSTANTS`` knows its value (a comparison with it is specialised)."""
+
+    def c(env: dict[str, Any]) -> Any:
+        return value
+
+    _CONSTANTS[c] = value
+    return c
+
+
+_CONSTANTS: weakref.WeakKeyDictionary[Node, Any] = weakref.WeakKeyDictionary()
+_CMP: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
 def _compare(op: str, a: Node, b: Node) -> Node:
+    general = _compare_any(op, a, b)
+    if b not in _CONSTANTS:
+        return general
+    y = _CONSTANTS[b]
+    ky, ty, cmp = _kind(y), type(y), _CMP[op]
+    # a field against a number or string literal, the commonest condition: the same answer as
+    # ``general`` (which the value takes whenever it is not of the literal's kind), fewer steps
+    if ky == _K_NUM:
+        big_y = abs(y) > _EXACT
+
+        def num(env: dict[str, Any]) -> Any:
+            x = a(env)
+            tx = type(x)
+            if (tx is int and -_I64 <= x < _I64) or (tx is float and math.isfinite(x)):
+                if tx is not ty and (big_y or abs(x) > _EXACT):
+                    return _NO
+                return cmp(x, y)
+            return general(env)
+
+        return num
+    if ky == _K_STR:
+
+        def text(env: dict[str, Any]) -> Any:
+            x = a(env)
+            if type(x) is str and x.isascii():
+                return cmp(x, y)
+            return general(env)
+
+        return text
+    return general
+
+
+def _compare_any(op: str, a: Node, b: Node) -> Node:
     def f(env: dict[str, Any]) -> Any:
         x = a(env)
         if x is _NO:
