@@ -1,8 +1,8 @@
 """The hot path's shortcuts change no decision.
 
 Every step of every shipped pack's test cases is decided twice — through the compiled plan with
-the fast combine, CEL closures and field projection, and with all of them switched off (the generic
-combine, CEL on whole variables) — and the two decisions must be the same in everything but time.
+the compiled decision (``settle``), the fast combine, CEL closures and field projection, and with all
+of them switched off (the full judgement, the generic combine, CEL on whole variables) — and the two decisions must be the same in everything but time.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from fiveplane import Decision, Verdict
-from fiveplane._planes import _reasoning
 from fiveplane._planes._plan import plan_for
-from fiveplane._policy._cel import Condition
 from fiveplane._policy._testing import discover_tests, run_test_file
+
+from ._shortcuts import without_shortcuts
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = discover_tests([ROOT / "policies"])
@@ -55,18 +55,7 @@ def _decisions(path: Path) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("path", CASES, ids=[p.name for p in CASES])
 def test_shipped_cases_decide_the_same_without_the_shortcuts(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fast = _decisions(path)
-    monkeypatch.setattr(_reasoning, "_simple", lambda contributions, results: None)
-    original = Condition.evaluate
-
-    def plain(self: Condition, resolve: Any, provenance: Any = None) -> bool:
-        saved = self._fast, self._projection
-        self._fast, self._projection = None, {}
-        try:
-            return original(self, resolve, provenance)
-        finally:
-            self._fast, self._projection = saved
-
-    monkeypatch.setattr(Condition, "evaluate", plain)
+    without_shortcuts(monkeypatch)
     slow = _decisions(path)
     assert len(fast) == len(slow) > 0
     for a, b in zip(fast, slow, strict=True):

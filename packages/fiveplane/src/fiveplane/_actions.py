@@ -14,13 +14,15 @@ import json
 import math
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from ._clock import utcnow
 
 __all__ = [
     "MAX_PAYLOAD_CHARS",
@@ -67,6 +69,9 @@ class PrincipalKind(StrEnum):
     AGENT = "agent"
     CONNECTOR = "connector"
     SERVICE = "service"
+
+
+_USER, _AGENT = PrincipalKind.USER, PrincipalKind.AGENT  # module constants: an enum member read costs a lookup
 
 
 class Principal(BaseModel):
@@ -224,7 +229,7 @@ class Action(BaseModel):
     """For results: the tool_call action they answer; for delegations: the delegating action."""
     labels: tuple[str, ...] = ()
     """Classification labels carried by this action's data (e.g. ``CONFIDENTIAL``)."""
-    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    timestamp: datetime = Field(default_factory=utcnow)
 
     @field_validator("tool", "connector")
     @classmethod
@@ -251,7 +256,7 @@ class Action(BaseModel):
     def user(self) -> Principal | None:
         """The human at the head of the chain, if any."""
         for link in self.principal:
-            if link.kind is PrincipalKind.USER:
+            if link.kind is _USER:
                 return link
         return None
 
@@ -259,7 +264,7 @@ class Action(BaseModel):
     def agent(self) -> Principal | None:
         """The innermost agent of the chain (the one acting now)."""
         for link in reversed(self.principal):
-            if link.kind is PrincipalKind.AGENT:
+            if link.kind is _AGENT:
                 return link
         return None
 

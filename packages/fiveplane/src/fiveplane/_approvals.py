@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Column, Engine, Index, MetaData, String, Table, Text, and_, func, insert, select, update
 
 from ._actions import Action, Principal, PrincipalKind
+from ._clock import utcnow
 from ._db import UTCDateTime, create_tables, make_engine
 
 __all__ = ["ApprovalError", "ApprovalRequest", "ApprovalStatus", "ApprovalStore", "approver"]
@@ -137,7 +138,7 @@ class ApprovalStore:
         url: str | Engine | None = None,
         *,
         record: Recorder | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.engine = make_engine(url)
         self.record = record

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ._clock import utcnow
 
 __all__ = [
     "Decision",
@@ -206,7 +208,7 @@ class Decision(BaseModel):
     """One sentence a person can read."""
     policy_hash: str
     policy_version: str
-    evaluated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    evaluated_at: datetime = Field(default_factory=utcnow)
     duration_us: float = 0.0
     errors: tuple[str, ...] = ()
     modified_arguments: dict[str, Any] | None = None

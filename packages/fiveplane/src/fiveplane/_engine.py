@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -38,12 +38,13 @@ from ._call import (
     drive,
     run_effects,
 )
+from ._clock import utcnow
 from ._decisions import Decision, Finding, Mode, ObligationKind, Severity, Verdict
 from ._evidence import EvidenceSink, Outcome, digest_value
 from ._flow import FlowContent, split_trust
 from ._planes._base import BasePlane, PlaneContext, PlaneResult
-from ._planes._plan import Plan, plan_for
-from ._planes._reasoning import Contribution, ReasoningPlane, describe
+from ._planes._plan import Plan, plan_for, trusted_copy
+from ._planes._reasoning import Contribution, ReasoningPlane, describe, quiet
 from ._planes._registry import planes_for
 from ._policy._load import Policy, load_policy
 from ._policy._yaml import PolicyError
@@ -62,6 +63,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_TOOL_CALL, _INPUT = MediationPoint.TOOL_CALL, MediationPoint.INPUT  # hot-path enum members as module constants
+_NO_LABELS: frozenset[str] = frozenset()
 
 
 class GovernanceError(Exception):
@@ -139,7 +143,7 @@ class Governor:
         redact: Callable[[Action], Action] | None = None,
         durable_classes: frozenset[ActionClass] = frozenset({ActionClass.MODIFY}),
         approvals: ApprovalStore | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)  # type: ignore[arg-type]
         self.planes = planes_for(self.policy, planes or ())
@@ -287,8 +291,9 @@ class Governor:
 
     def _planned(self, action: Action) -> tuple[Plan, Action]:
         """The decision plan of the action, and the action as the catalog corrects it."""
-        plan = plan_for(self.policy, action.point, action.tool, action.connector, action.action_class)
-        return plan, plan.normalize(action)
+        point, tool, connector, cls = action.point, action.tool, action.connector, action.action_class
+        plan = self.policy.plans.get((point, tool, connector, cls)) or plan_for(self.policy, point, tool, connector, cls)
+        return plan, (trusted_copy(action, plan.updates) if plan.updates else action)
 
     # The path of one decision is written once, as a generator of effects (evaluate the planes, their
     # on_decision, the evidence write, blocking I/O); ``decide`` and ``adecide`` drive it, so sync and
@@ -310,7 +315,7 @@ class Governor:
         except Exception as exc:  # noqa: BLE001 - no session state, no decision but block
             return self._notify(action, self._unjudged(action, exc, t0))
         try:
-            decision = self._drive(self._decision_flow(action, plan, tx, t0, with_next))
+            decision = run_effects(self._decision_flow(action, plan, tx, t0, with_next), self._perform)
         finally:
             tx.close()
         return self._notify(action, decision)
@@ -345,20 +350,27 @@ class Governor:
             results: list[PlaneResult] = yield _Evaluate(action, contexts)
         else:
             contexts, results = [], []
-        ctx = PlaneContext(self.policy, state, now, None, tx.staged)
-        try:
-            reasoning, contributions = self.reasoning.evaluate(action, ctx, plan_)
-        except Exception as exc:  # noqa: BLE001 - fail closed
-            reasoning = PlaneResult.error("reasoning", exc)
-            contributions = [Contribution(Verdict.BLOCK, "engine.error", Mode.ENFORCE, str(exc))]
-        if plan_.notes:
-            reasoning.findings[:0] = plan_.notes
-        decision = self.reasoning.combine(
-            action, self.policy, contributions, [reasoning, *results], now, (time.perf_counter_ns() - t0) / 1000, plan_
-        )
+        ctx: PlaneContext | None = None
+        settled = self._settle(action, state, now, plan_, results, t0)
+        if settled is not None:
+            decision = settled
+        else:  # something to weigh: the reasoning plane's full judgement, combined
+            ctx = PlaneContext(self.policy, state, now, None, tx.staged)
+            try:
+                reasoning, contributions = self.reasoning.evaluate(action, ctx, plan_)
+            except Exception as exc:  # noqa: BLE001 - fail closed
+                reasoning = PlaneResult.error("reasoning", exc)
+                contributions = [Contribution(Verdict.BLOCK, "engine.error", Mode.ENFORCE, str(exc))]
+            if plan_.notes:
+                reasoning.findings[:0] = plan_.notes
+            decision = self.reasoning.combine(
+                action, self.policy, contributions, [reasoning, *results], now, (time.perf_counter_ns() - t0) / 1000, plan_
+            )
         if self.approvals is None:
             plan = _NO_APPROVAL
         else:
+            if ctx is None:
+                ctx = PlaneContext(self.policy, state, now, None, tx.staged)
             plan = _ApprovalPlan()
             try:
                 decision = yield from self._plan_approval(action, decision, ctx, plan)
@@ -376,6 +388,22 @@ class Governor:
                 return (yield from self._vetoed(action, decision, "sessions", exc, None))
             return decision
         return (yield from self._commit(action, decision, results, plan, tx, plan_.count_keys))
+
+    def _settle(
+        self, action: Action, state: SessionState, now: datetime, plan: Plan, results: list[PlaneResult], t0: int
+    ) -> Decision | None:
+        """The decision, when no plane found anything and one reason settles it (the compiled
+        plan's prebuilt decision); ``None`` sends the action to the full judgement."""
+        if not quiet(results):
+            return None
+        try:
+            winner = self.reasoning.settle(action, self.policy, state, now, plan)
+        except Exception:  # noqa: BLE001 - the full judgement meets the same failure and blocks
+            return None
+        fields = plan.settled(action, winner, self.policy) if winner is not None else None
+        if fields is None:
+            return None
+        return Decision.settled(fields, action.action_id, now, (time.perf_counter_ns() - t0) / 1000)
 
     def _record_or_fail(self, action: Action, decision: Decision, with_next: bool = False) -> Generator[_Effect, Any, Decision]:
         if self.evidence is None:
@@ -497,8 +525,12 @@ class Governor:
             action,
             decision,
             untrusted=untrusted,
-            labels=frozenset().union(*(r.labels for r in results)) if results else frozenset(),
-            flow=self._flow_content(action, untrusted, tx.state, results) if decision.verdict.proceeds else None,
+            labels=frozenset().union(*(r.labels for r in results)) if results else _NO_LABELS,
+            flow=(
+                self._flow_content(action, untrusted, tx.state, results)
+                if decision.verdict.proceeds and self.policy.indexes_flow
+                else None
+            ),
             extra=tx.staged,
             count_keys=count_keys,
         )
@@ -525,9 +557,6 @@ class Governor:
             except Exception:  # noqa: BLE001 - blocked anyway; the first record names the action
                 pass
         return vetoed
-
-    def _drive(self, flow: Generator[_Effect, Any, Decision]) -> Decision:
-        return run_effects(flow, self._perform)
 
     def _perform(self, effect: _Effect) -> Any:
         if isinstance(effect, _Evaluate):
@@ -600,7 +629,7 @@ class Governor:
             if r.untrusted:
                 return True
         point = action.point
-        if point is MediationPoint.TOOL_CALL or point is MediationPoint.INPUT:
+        if point is _TOOL_CALL or point is _INPUT:
             return False
         if point is MediationPoint.RETRIEVAL and not action.tool:
             return True

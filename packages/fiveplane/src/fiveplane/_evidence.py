@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._actions import Action, canonical_json
+from ._clock import utcnow
 from ._decisions import Decision
 
 __all__ = ["EvidenceSink", "Outcome", "OutcomeStatus", "digest_value", "jsonable"]
@@ -39,7 +40,7 @@ class Outcome(BaseModel):
     error: str | None = None
     duration_ms: float | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
-    recorded_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    recorded_at: datetime = Field(default_factory=utcnow)
 
 
 def jsonable(value: Any, *, convert: Callable[[Any], Any] | None = None, strict: bool = False, _depth: int = 0) -> Any:

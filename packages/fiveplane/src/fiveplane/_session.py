@@ -27,10 +27,11 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple, Protocol
 
 from ._actions import Action, ActionClass, MediationPoint
+from ._clock import utcnow
 from ._decisions import Decision, Verdict
 from ._flow import FlowContent, FlowIndex
 
@@ -74,6 +75,7 @@ class Step(NamedTuple):
 
 
 _NO_LABELS: frozenset[str] = frozenset()
+_INPUT = MediationPoint.INPUT
 
 
 @dataclass(slots=True)
@@ -116,7 +118,7 @@ class SessionCommit:
             decision.evaluated_at,
             untrusted,
         )
-        is_input = action.point is MediationPoint.INPUT
+        is_input = action.point is _INPUT
         proceeds = decision.verdict.proceeds
         return cls(
             step,
@@ -321,7 +323,7 @@ class InMemorySessionStore:
         max_flow_entries: int = DEFAULT_MAX_FLOW_ENTRIES,
         on_expired: OnExpired = "block",
         record: Recorder | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         if max_sessions < 1 or max_flow_entries < 1 or (idle_ttl is not None and idle_ttl <= 0):
             raise ValueError("max_sessions and max_flow_entries must be >= 1 and idle_ttl > 0 (or None)")

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ._policy._load import Policy
 
 from ._actions import ActionClass, MediationPoint
+from ._clock import utcnow
 from ._db import UTCDateTime, create_tables, make_engine
 from ._decisions import Verdict
 from ._flow import FlowContent
@@ -328,7 +329,7 @@ class SqlSessionStore:
         cache_sessions: int = 1024,
         gc_interval: float | None = 300.0,
         record: Recorder | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         if max_flow_entries < 1 or cache_sessions < 0 or (idle_ttl is not None and idle_ttl <= 0):
             raise ValueError("max_flow_entries must be >= 1, cache_sessions >= 0 and idle_ttl > 0 (or None)")

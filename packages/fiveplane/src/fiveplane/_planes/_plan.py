@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 PLANE = "reasoning"
+_USER, _AGENT = PrincipalKind.USER, PrincipalKind.AGENT
 _MAX_PLANS = 100_000
 _MAX_CACHED = 256
 
@@ -84,6 +85,9 @@ class Plan:
     """The ``session.counts`` keys a step that proceeds adds one to."""
     own: frozenset[int] = frozenset()
     """``id()`` of the contributions this plan holds (alive as long as it is: stable keys)."""
+    settles: bool = False
+    """Whether ``ReasoningPlane.settle`` may decide this step: nothing about it is a finding in
+    advance (a catalogued tool, no correction notes, no delegation or information-flow check)."""
     _serves: dict[str, bool] = field(default_factory=dict)
     _admitting: dict[tuple[tuple[str, ...], str | None], tuple[PlannedRule, ...]] = field(default_factory=dict)
     _explained: dict[tuple[int, str | None, str | None], str] = field(default_factory=dict)
@@ -165,10 +169,10 @@ def actors(action: Action) -> tuple[str | None, str | None]:
     """The ids of the human user at the head of the chain and of the innermost agent."""
     user = agent = None
     for link in action.principal:
-        if link.kind is PrincipalKind.USER:
+        if link.kind is _USER:
             if user is None:
                 user = link.id
-        elif link.kind is PrincipalKind.AGENT:
+        elif link.kind is _AGENT:
             agent = link.id
     return user, agent
 
@@ -246,6 +250,12 @@ def _build(policy: Policy, point: MediationPoint, tool: str | None, connector: s
         what=what,
         count_keys=count_keys,
         own=frozenset(id(c) for c in (default, enforce_default, *(r.contribution for r in rules))),
+        settles=(
+            (spec is not None or point not in (MediationPoint.TOOL_CALL, MediationPoint.TOOL_RESULT))
+            and not notes
+            and point is not MediationPoint.DELEGATION
+            and not (policy.flow is not None and point is MediationPoint.TOOL_CALL)
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from .._actions import Action, ActionClass, MediationPoint, Principal
 from .._decisions import Decision, Finding, Mode, Obligation, ObligationKind, Severity, Verdict, strongest
 from .._flow import FlowIndex, FlowMatch
 from .._policy._cel import ConditionError
+from .._policy._celfast import UNDECIDED
 from .._policy._lists import ListError
 from .._policy._load import CompiledFlowRule, CompiledRule, Policy
 from .._policy._models import AgentSpec
@@ -22,11 +23,14 @@ from .._session import SessionState
 from ._base import PlaneContext, PlaneResult
 from ._plan import Contribution, Plan, approval_obligation, describe, explain, plan_for
 
-__all__ = ["Contribution", "ReasoningPlane", "describe", "explain"]
+__all__ = ["Contribution", "ReasoningPlane", "describe", "explain", "quiet"]
 
 PLANE = "reasoning"
 _TOOL_POINTS = frozenset({MediationPoint.TOOL_CALL, MediationPoint.TOOL_RESULT})
 _AGENT_POINTS = frozenset({MediationPoint.TOOL_CALL, MediationPoint.DELEGATION})
+# enum members the hot path compares against, as module constants (a member read costs a lookup)
+_INPUT, _TOOL_CALL = MediationPoint.INPUT, MediationPoint.TOOL_CALL
+_ENFORCE, _REQUIRE_APPROVAL = Mode.ENFORCE, Verdict.REQUIRE_APPROVAL
 
 
 class _Provenance:
@@ -154,6 +158,62 @@ class ReasoningPlane:
 
     # ---- judging ------------------------------------------------------------------------------
 
+    def settle(self, action: Action, policy: Policy, session: SessionState, now: datetime, plan: Plan) -> Contribution | None:
+        """The one reason that decides an action when judging it has nothing else to weigh: the
+        plan's own checks pass without a finding and the candidate rules' conditions pick a single
+        strongest reason, enforced and not asking for approval. ``None`` whenever anything else
+        could be said (a finding, a tie, a warn/shadow rule, an approval, a condition error):
+        :meth:`evaluate` and :meth:`combine` then judge the action. On the cases this takes, their
+        decision is the one ``plan.settled`` builds from this reason (a property test checks)."""
+        if not plan.settles:
+            return None
+        point = action.point
+        agent = action.agent
+        spec = policy.agents.get(agent.id) if agent is not None else None
+        if spec is None:
+            if point is not _INPUT and (agent is not None or point in _AGENT_POINTS):
+                return None  # an unknown agent: evaluate says so
+        elif point is _TOOL_CALL:
+            if not plan.serves(spec.name, policy.agent_tools[spec.name]):
+                return None
+            if spec.purposes and (action.purpose or session.purpose) not in spec.purposes:
+                return None
+        best: Contribution | None = None
+        tied = False
+        if plan.rules:
+            user = action.user
+            cel_vars: _Vars | None = None
+            for planned in plan.admitting(user.roles if user is not None else (), agent.id if agent is not None else None):
+                rule = planned.rule
+                if rule.spec.match.after is not None and not self._after(rule, session):
+                    continue
+                cond = rule.condition
+                if cond is not None:
+                    answer = cond.on_arguments(action.arguments)
+                    if answer is UNDECIDED:
+                        if cel_vars is None:
+                            cel_vars = _Vars(action, policy, session, now)
+                        try:
+                            answer = cond.evaluate(cel_vars, cel_vars.provenance if cond.uses_provenance else None)
+                        except ConditionError:
+                            return None
+                    if not answer:
+                        continue
+                c = planned.contribution
+                if c.mode is not _ENFORCE:
+                    return None
+                if best is None or c.verdict.rank > best.verdict.rank:
+                    best, tied = c, False
+                elif c.verdict is best.verdict:
+                    tied = True
+        if best is None:
+            best = plan.default
+            if best.mode is not _ENFORCE:
+                return None
+        if tied or best.verdict is _REQUIRE_APPROVAL:
+            return None
+        return best
+
     def evaluate(self, action: Action, ctx: PlaneContext, plan: Plan | None = None) -> tuple[PlaneResult, list[Contribution]]:
         policy, session = ctx.policy, ctx.session
         if plan is None:
@@ -278,10 +338,13 @@ class ReasoningPlane:
                 continue
             cond = rule.condition
             if cond is not None:
-                if cel_vars is None:
-                    cel_vars = _Vars(action, ctx.policy, session, ctx.now)
                 try:
-                    if not cond.evaluate(cel_vars, cel_vars.provenance if cond.uses_provenance else None):
+                    answer = cond.on_arguments(action.arguments)
+                    if answer is UNDECIDED:
+                        if cel_vars is None:
+                            cel_vars = _Vars(action, ctx.policy, session, ctx.now)
+                        answer = cond.evaluate(cel_vars, cel_vars.provenance if cond.uses_provenance else None)
+                    if not answer:
                         continue
                 except ConditionError as exc:
                     result.add(
@@ -548,13 +611,18 @@ class ReasoningPlane:
         )
 
 
+def quiet(results: list[PlaneResult]) -> bool:
+    """No plane found anything, asked for anything or rewrote anything: nothing to combine."""
+    for res in results:
+        if res.findings or res.obligations or res.modified_arguments is not None or res.content_modified:
+            return False
+    return True
+
+
 def _simple(contributions: list[Contribution], results: list[PlaneResult]) -> Verdict | None:
     """The verdict when combining has nothing to weigh but enforced reasons (no plane finding,
     obligation or rewrite, no warn/shadow reason, no approval to arrange); else ``None``."""
-    for res in results:
-        if res.findings or res.obligations or res.modified_arguments is not None or res.content_modified:
-            return None
-    if not contributions:
+    if not quiet(results) or not contributions:
         return None
     # one pass: the mode check and deny-overrides (``strongest``) together, on every decision
     best, rank = Verdict.ALLOW, -1

@@ -293,6 +293,7 @@ class Condition:
     """A compiled CEL boolean expression."""
 
     __slots__ = (
+        "_args_node",
         "_fast",
         "_parts",
         "_program",
@@ -324,6 +325,8 @@ class Condition:
         self._variables = variables
         self._fast = compile_fast(source, variables) if not self._traps else None
         """The condition as a Python closure (simple conditions only), exact where it answers."""
+        self._args_node = self._fast.node if self._fast is not None and getattr(self._fast, "root", None) == "args" else None  # type: ignore[attr-defined]
+        """The closure of a simple condition that reads ``args`` alone (applied to the arguments as they are)."""
         self._projection = projection(source, variables)
         """First-level fields of ``args`` / ``content`` the condition reads (CEL converts only those)."""
 
@@ -345,6 +348,16 @@ class Condition:
         """Names read as ``lists.NAME`` / ``lists["NAME"]``."""
         masked = self.source
         return set(re.findall(r"\blists\.([A-Za-z_]\w*)", masked)) | set(re.findall(r"\blists\[\s*[\"'](\w+)[\"']\s*\]", masked))
+
+    def on_arguments(self, arguments: dict[str, Any]) -> Any:
+        """The condition's value when it reads only ``args`` and is simple enough to be sure of
+        CEL's answer without building any other variable; else :data:`UNDECIDED` (then
+        :meth:`evaluate` decides, CEL included)."""
+        node = self._args_node
+        if node is None:
+            return UNDECIDED
+        result = node({"args": arguments})
+        return result if type(result) is bool else UNDECIDED
 
     def evaluate(self, resolve: Callable[[str], Any], provenance: Provenance | None = None) -> bool:
         """Evaluate with lazily resolved variables (``resolve(name)`` returns the value);

@@ -571,6 +571,7 @@ def compile_fast(source: str, variables: tuple[str, ...] | frozenset[str]) -> Fa
             result = node({root: resolve(root)})
             return result if type(result) is bool else _NO
 
+        fast1.root, fast1.node = root, node  # type: ignore[attr-defined]  # (Condition.on_arguments)
         return fast1
 
     def fast(resolve: Callable[[str], Any]) -> Any:
