@@ -6,13 +6,21 @@ from typing import Any
 
 import pytest
 
+from fiveplane import Governor
+from fiveplane._call import run_effects
 from fiveplane._planes import _reasoning
 from fiveplane._policy._cel import Condition
 from fiveplane._policy._celfast import UNDECIDED
 
 
 def without_shortcuts(mp: pytest.MonkeyPatch) -> None:
-    """No compiled decision (``settle``), no fast combine, no CEL closures or field projection."""
+    """No compiled decision (``settle``), no fast combine, no CEL closures or field projection, and
+    the effect-driven decision flow even where it has no effect to perform."""
+    mp.setattr(
+        Governor,
+        "_in_place",
+        lambda self, action, plan, tx, t0: run_effects(self._decision_flow(action, plan, tx, t0), self._perform),
+    )
     mp.setattr(_reasoning.ReasoningPlane, "settle", lambda self, *args: None)
     mp.setattr(_reasoning, "_simple", lambda contributions, results: None)
     mp.setattr(Condition, "on_arguments", lambda self, arguments: UNDECIDED)

@@ -91,6 +91,16 @@ def test_trusted_decision_equals_the_validated_one() -> None:
     assert fast.model_copy(update={"verdict": Verdict.BLOCK}).verdict is Verdict.BLOCK
     with pytest.raises(TypeError, match="exactly its fields"):
         Decision.trusted(**{k: v for k, v in values.items() if k != "errors"})
+    # the compiled plan's form: the fields once, the per-action three on every decision
+    per_action = ("action_id", "evaluated_at", "duration_us")
+    fields = Decision.settled_fields(**{k: v for k, v in values.items() if k not in per_action})
+    settled = Decision.settled(fields, "a1", values["evaluated_at"], 1.0)
+    assert settled == checked and settled.model_dump(mode="json") == checked.model_dump(mode="json")
+    assert settled.model_fields_set == checked.model_fields_set
+    with pytest.raises(TypeError, match="missing \\['errors'\\]"):
+        Decision.settled_fields(**{k: v for k, v in values.items() if k not in (*per_action, "errors")})
+    with pytest.raises(TypeError):
+        Decision.settled_fields(**{k: v for k, v in values.items() if k != "errors"})  # per-action ones given
 
 
 def test_plans_are_cached_per_static_key_and_carry_the_catalog_corrections() -> None:

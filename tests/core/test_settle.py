@@ -150,20 +150,17 @@ def test_the_compiled_decision_is_the_full_judgement(p: dict[str, Any], actions:
     assert fast == slow
 
 
-def test_settle_takes_the_common_case_and_leaves_the_rest(tmp_path: Path) -> None:
-    """Not vacuous: the shortcut decides a plain allowed call, and declines a tie and a warn rule."""
-    path = tmp_path / "pack.yaml"
+def _rule(verdict: str, tool: str, *, when: str | None = None, mode: str | None = None) -> dict[str, Any]:
+    return {"verdict": verdict, "tools": [tool], "classes": [], "roles": [], "agents": [], "when": when, "mode": mode} | {
+        "after": None,
+        "within": None,
+    }
+
+
+def _written(tmp_path: Path, *rules: dict[str, Any]) -> Path:
+    """A pack of these rules (enforce mode, block by default, agent a1 serving every tool)."""
     p = {
-        "rules": [
-            {"verdict": "allow", "tools": ["t0"], "classes": [], "roles": [], "agents": [], "when": "args.amount < 1000"}
-            | {"mode": None, "after": None, "within": None},
-            {"verdict": "block", "tools": ["t1"], "classes": [], "roles": [], "agents": [], "when": None}
-            | {"mode": None, "after": None, "within": None},
-            {"verdict": "block", "tools": ["t1"], "classes": [], "roles": [], "agents": [], "when": None}
-            | {"mode": None, "after": None, "within": None},
-            {"verdict": "block", "tools": ["t3"], "classes": [], "roles": [], "agents": [], "when": None}
-            | {"mode": "warn", "after": None, "within": None},
-        ],
+        "rules": list(rules),
         "mode": "enforce",
         "no_match": "block",
         "unknown_agent": "block",
@@ -171,7 +168,20 @@ def test_settle_takes_the_common_case_and_leaves_the_rest(tmp_path: Path) -> Non
         "purposes": (),
         "agent_tools": ("t*",),
     }
+    path = tmp_path / "pack.yaml"
     path.write_text(yaml.safe_dump(_pack_yaml(p), sort_keys=False))
+    return path
+
+
+def test_settle_takes_the_common_case_and_leaves_the_rest(tmp_path: Path) -> None:
+    """Not vacuous: the shortcut decides a plain allowed call, and declines a tie and a warn rule."""
+    path = _written(
+        tmp_path,
+        _rule("allow", "t0", when="args.amount < 1000"),
+        _rule("block", "t1"),
+        _rule("block", "t1"),
+        _rule("block", "t3", mode="warn"),
+    )
     gov = Governor(path)
     calls: list[Any] = []
     original = _reasoning.ReasoningPlane.settle
@@ -187,6 +197,37 @@ def test_settle_takes_the_common_case_and_leaves_the_rest(tmp_path: Path) -> Non
         tied = gov.decide(_action({**base, "tool": "t1", "args": {}}, 1))
         warned = gov.decide(_action({**base, "tool": "t3", "args": {}}, 2))
     assert allowed.verdict == "allow" and allowed.rule_ids == ("r0",)
-    assert calls[0] is not None and calls[0].rule_id == "r0"
+    assert calls[0] is not None and calls[0].rule_ids == ("r0",)
     assert tied.verdict == "block" and tied.rule_ids == ("r1", "r2") and calls[1] is None
     assert warned.verdict == "block" and calls[2] is None  # warn rule: the full judgement (defaults.no_match)
+
+
+@pytest.mark.parametrize("evidence", [False, True], ids=["no-evidence", "evidence"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_step_the_session_cannot_keep_does_not_run(tmp_path: Path, mode: str, evidence: bool) -> None:
+    """The in-place path (no planes, approvals or evidence) and the effect-driven one alike: a
+    session commit that fails turns the decision into a block naming the sessions."""
+    import asyncio
+
+    from fiveplane._ledger import open_ledger
+    from fiveplane._session import _MemoryTx
+
+    path = _written(tmp_path, _rule("allow", "t0"))
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'l.db'}", origin="test.local/settle") if evidence else None
+    gov = Governor(path, evidence=ledger)
+    act = _action({"point": "tool_call", "tool": "t0", "args": {}, "user": "u1", "roles": [], "agent": "a1", "purpose": None}, 0)
+    assert gov.decide(act).verdict == "allow"
+
+    def broken(self: Any, change: Any) -> None:
+        raise RuntimeError("disk full")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_MemoryTx, "commit", broken)
+        d = gov.decide(act) if mode == "sync" else asyncio.run(gov.adecide(act))
+    assert d.verdict == "block" and d.rule_ids == ("sessions.error",)
+    assert "disk full" in d.errors[0]
+    assert len(gov.sessions.get("s").steps) == 1  # only the step that was kept
+    if ledger is not None:  # the evidence says the allowed-then-vetoed step did not run
+        verdicts = [r.payload["decision"]["verdict"] for r in ledger.records(act.action_id) if r.kind == "decision"]
+        ledger.close()
+        assert verdicts[-2:] == ["allow", "block"]

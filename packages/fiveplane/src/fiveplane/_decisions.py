@@ -232,16 +232,24 @@ class Decision(BaseModel):
 
     @classmethod
     def settled(cls, fields: dict[str, Any], action_id: str, evaluated_at: datetime, duration_us: float) -> Decision:
-        """:meth:`trusted` for a decision plan's prebuilt fields (every field but these three)."""
+        """:meth:`trusted` for a decision plan's prebuilt fields (every field but these three; see
+        :meth:`settled_fields`, which checks them once)."""
         values = {**fields, "action_id": action_id, "evaluated_at": evaluated_at, "duration_us": duration_us}
-        if len(values) != _FIELD_COUNT:
-            raise TypeError(f"Decision.settled needs the other fields (missing {sorted(_DECISION_FIELDS - values.keys())})")
         d = cls.__new__(cls)
         object.__setattr__(d, "__dict__", values)
         object.__setattr__(d, "__pydantic_fields_set__", _ALL_SET)  # every field is set (never mutated: frozen)
         object.__setattr__(d, "__pydantic_extra__", None)
         object.__setattr__(d, "__pydantic_private__", None)
         return d
+
+    @staticmethod
+    def settled_fields(**fields: Any) -> dict[str, Any]:
+        """The fields :meth:`settled` completes: every field but ``action_id``, ``evaluated_at`` and
+        ``duration_us`` (checked here, once, not on every decision)."""
+        missing = _DECISION_FIELDS - _PER_ACTION - fields.keys()
+        if missing or fields.keys() & _PER_ACTION or fields.keys() - _DECISION_FIELDS:
+            raise TypeError(f"Decision.settled_fields needs every field but the per-action ones (missing {sorted(missing)})")
+        return fields
 
     @property
     def allowed(self) -> bool:
@@ -273,5 +281,5 @@ class Decision(BaseModel):
 
 
 _DECISION_FIELDS = frozenset(Decision.model_fields)
-_FIELD_COUNT = len(_DECISION_FIELDS)
+_PER_ACTION = frozenset({"action_id", "evaluated_at", "duration_us"})
 _ALL_SET = set(_DECISION_FIELDS)

@@ -66,6 +66,7 @@ T = TypeVar("T")
 
 _TOOL_CALL, _INPUT = MediationPoint.TOOL_CALL, MediationPoint.INPUT  # hot-path enum members as module constants
 _NO_LABELS: frozenset[str] = frozenset()
+_NOTHING: list[Any] = []  # no planes: no contexts, no results (shared; never appended to)
 
 
 class GovernanceError(Exception):
@@ -315,7 +316,10 @@ class Governor:
         except Exception as exc:  # noqa: BLE001 - no session state, no decision but block
             return self._notify(action, self._unjudged(action, exc, t0))
         try:
-            decision = run_effects(self._decision_flow(action, plan, tx, t0, with_next), self._perform)
+            if not self.planes and self.approvals is None and self.evidence is None and not tx.blocking:
+                decision = self._in_place(action, plan, tx, t0)
+            else:
+                decision = run_effects(self._decision_flow(action, plan, tx, t0, with_next), self._perform)
         finally:
             tx.close()
         return self._notify(action, decision)
@@ -349,23 +353,8 @@ class Governor:
             contexts = [PlaneContext(self.policy, state, now, self._configs.get(p.name), tx.staged) for p in self.planes]
             results: list[PlaneResult] = yield _Evaluate(action, contexts)
         else:
-            contexts, results = [], []
-        ctx: PlaneContext | None = None
-        settled = self._settle(action, state, now, plan_, results, t0)
-        if settled is not None:
-            decision = settled
-        else:  # something to weigh: the reasoning plane's full judgement, combined
-            ctx = PlaneContext(self.policy, state, now, None, tx.staged)
-            try:
-                reasoning, contributions = self.reasoning.evaluate(action, ctx, plan_)
-            except Exception as exc:  # noqa: BLE001 - fail closed
-                reasoning = PlaneResult.error("reasoning", exc)
-                contributions = [Contribution(Verdict.BLOCK, "engine.error", Mode.ENFORCE, str(exc))]
-            if plan_.notes:
-                reasoning.findings[:0] = plan_.notes
-            decision = self.reasoning.combine(
-                action, self.policy, contributions, [reasoning, *results], now, (time.perf_counter_ns() - t0) / 1000, plan_
-            )
+            contexts, results = _NOTHING, _NOTHING
+        decision, ctx = self._judge(action, plan_, state, now, results, tx, t0)
         if self.approvals is None:
             plan = _NO_APPROVAL
         else:
@@ -382,28 +371,66 @@ class Governor:
             decision = yield from self._record_or_fail(action, decision, with_next)
         if plan is _NO_APPROVAL and not tx.blocking:
             # nothing to consume or file, and the session commits in memory: no effect to perform
-            try:
-                tx.commit(self._session_change(action, decision, results, tx, plan_.count_keys))
-            except Exception as exc:  # noqa: BLE001 - a step that cannot be kept does not run
-                return (yield from self._vetoed(action, decision, "sessions", exc, None))
-            return decision
+            failed = self._keep(action, decision, results, tx, plan_)
+            return decision if failed is None else (yield from self._vetoed(action, decision, "sessions", failed, None))
         return (yield from self._commit(action, decision, results, plan, tx, plan_.count_keys))
+
+    def _in_place(self, action: Action, plan_: Plan, tx: SessionTx, t0: int) -> Decision:
+        """:meth:`_decision_flow` where it has no effect to perform — no planes, approvals or
+        evidence, a session committed in memory — run as a plain call (no generator to drive)."""
+        state = tx.state
+        now = self.clock()
+        if state.expired is not None:
+            return self._expired(action, state, now, t0)
+        decision, _ = self._judge(action, plan_, state, now, _NOTHING, tx, t0)
+        failed = self._keep(action, decision, _NOTHING, tx, plan_)
+        if failed is None:
+            return decision
+        return run_effects(self._vetoed(action, decision, "sessions", failed, None), self._perform)
+
+    def _judge(
+        self, action: Action, plan_: Plan, state: SessionState, now: datetime, results: list[PlaneResult], tx: SessionTx, t0: int
+    ) -> tuple[Decision, PlaneContext | None]:
+        """The decision before approvals and vetoes: the compiled plan's when one reason settles
+        it, else the reasoning plane's full judgement combined with the planes' results (and the
+        context it judged in)."""
+        settled = self._settle(action, state, now, plan_, results, t0)
+        if settled is not None:
+            return settled, None
+        ctx = PlaneContext(self.policy, state, now, None, tx.staged)
+        try:
+            reasoning, contributions = self.reasoning.evaluate(action, ctx, plan_)
+        except Exception as exc:  # noqa: BLE001 - fail closed
+            reasoning = PlaneResult.error("reasoning", exc)
+            contributions = [Contribution(Verdict.BLOCK, "engine.error", Mode.ENFORCE, str(exc))]
+        if plan_.notes:
+            reasoning.findings[:0] = plan_.notes
+        decision = self.reasoning.combine(
+            action, self.policy, contributions, [reasoning, *results], now, (time.perf_counter_ns() - t0) / 1000, plan_
+        )
+        return decision, ctx
+
+    def _keep(
+        self, action: Action, decision: Decision, results: list[PlaneResult], tx: SessionTx, plan_: Plan
+    ) -> Exception | None:
+        """Commit the step to a session kept in memory; the failure, if it could not be kept."""
+        try:
+            tx.commit(self._session_change(action, decision, results, tx, plan_.count_keys))
+        except Exception as exc:  # noqa: BLE001 - a step that cannot be kept does not run (the caller vetoes it)
+            return exc
+        return None
 
     def _settle(
         self, action: Action, state: SessionState, now: datetime, plan: Plan, results: list[PlaneResult], t0: int
     ) -> Decision | None:
         """The decision, when no plane found anything and one reason settles it (the compiled
         plan's prebuilt decision); ``None`` sends the action to the full judgement."""
-        if not quiet(results):
+        if results and not quiet(results):
             return None
         try:
-            winner = self.reasoning.settle(action, self.policy, state, now, plan)
+            return self.reasoning.settle(action, self.policy, state, now, plan, t0)
         except Exception:  # noqa: BLE001 - the full judgement meets the same failure and blocks
             return None
-        fields = plan.settled(action, winner, self.policy) if winner is not None else None
-        if fields is None:
-            return None
-        return Decision.settled(fields, action.action_id, now, (time.perf_counter_ns() - t0) / 1000)
 
     def _record_or_fail(self, action: Action, decision: Decision, with_next: bool = False) -> Generator[_Effect, Any, Decision]:
         if self.evidence is None:

@@ -76,6 +76,7 @@ class Step(NamedTuple):
 
 _NO_LABELS: frozenset[str] = frozenset()
 _INPUT = MediationPoint.INPUT
+_new_tuple = tuple.__new__
 
 
 @dataclass(slots=True)
@@ -108,15 +109,18 @@ class SessionCommit:
         extra: Mapping[str, Any] | None = None,
         count_keys: tuple[str, ...] | None = None,
     ) -> SessionCommit:
-        step = Step(  # positional: the hot path builds one per decision
-            action.action_id,
-            action.point,
-            action.tool,
-            action.connector,
-            action.action_class,
-            decision.verdict,
-            decision.evaluated_at,
-            untrusted,
+        step: Step = _new_tuple(  # Step(...) without the named tuple's Python-level __new__ (one per decision)
+            Step,
+            (
+                action.action_id,
+                action.point,
+                action.tool,
+                action.connector,
+                action.action_class,
+                decision.verdict,
+                decision.evaluated_at,
+                untrusted,
+            ),
         )
         is_input = action.point is _INPUT
         proceeds = decision.verdict.proceeds
@@ -404,7 +408,11 @@ class InMemorySessionStore:
         """The transaction of a session whose lock is held (released again if this fails)."""
         try:
             with self._guard:
-                state = self._state_locked(session_id)
+                state = self._states.get(session_id)
+                if state is None:
+                    state = self._state_locked(session_id)
+                else:
+                    self._states.move_to_end(session_id)
             return _MemoryTx(self, self._checked(state), lock)
         except BaseException:
             lock.release()

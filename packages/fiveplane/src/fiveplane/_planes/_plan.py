@@ -14,10 +14,12 @@ The reasons a decision weighs (:class:`Contribution`) and the sentence that expl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .._actions import Action, ActionClass, MediationPoint, PrincipalKind
-from .._decisions import Finding, Mode, Obligation, ObligationKind, Severity, Verdict
+from .._decisions import Decision, Finding, Mode, Obligation, ObligationKind, Severity, Verdict
+from .._policy._cel import Condition
 from .._policy._load import CompiledRule, Glob, Policy
 from .._policy._models import ApprovalSpec, ToolSpec
 
@@ -61,6 +63,10 @@ class PlannedRule:
 
     rule: CompiledRule
     contribution: Contribution
+    condition: Condition | None = None
+    """The rule's ``when:`` (the rule's own, at hand)."""
+    sequenced: bool = False
+    """The rule has an ``after:`` (a sequence rule: the session's history decides)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,34 +141,44 @@ class Plan:
             self._explained[key] = text
         return text
 
-    def settled(self, action: Action, winner: Contribution, policy: Policy) -> dict[str, Any] | None:
-        """The fields of an enforced decision whose one reason is ``winner``, but the action's id,
-        time and duration (``Decision.settled`` adds them): built once per winner and principal
-        when the winner is a rule or default of this plan; ``None`` for any other reason."""
+    def settled(
+        self,
+        winner: Contribution,
+        user: str | None,
+        agent: str | None,
+        action: Action,
+        policy: Policy,
+        evaluated_at: datetime,
+        duration_us: float,
+    ) -> Decision | None:
+        """The enforced decision whose one reason is ``winner`` (``user`` and ``agent``: the ids
+        :func:`actors` gives): its fields but the action's id, time and duration are built once per
+        winner and principal, when the winner is a rule or default of this plan; ``None`` for any
+        other reason."""
         if id(winner) not in self.own:
             return None
-        key = (id(winner), *actors(action))
+        key = (id(winner), user, agent)
         fields = self._settled.get(key)
         if fields is None:
             verdict = winner.verdict
-            fields = {
-                "verdict": verdict,
-                "policy_verdict": verdict,
-                "mode": Mode.ENFORCE,
-                "rule_ids": (winner.rule_id,),
-                "findings": (),
-                "obligations": winner.obligations,
-                "explanation": self.explain(action, [winner]),
-                "policy_hash": policy.hash,
-                "policy_version": policy.label,
-                "errors": (),
-                "modified_arguments": None,
-                "modified_content": None,
-            }
+            fields = Decision.settled_fields(
+                verdict=verdict,
+                policy_verdict=verdict,
+                mode=Mode.ENFORCE,
+                rule_ids=(winner.rule_id,),
+                findings=(),
+                obligations=winner.obligations,
+                explanation=self.explain(action, [winner]),
+                policy_hash=policy.hash,
+                policy_version=policy.label,
+                errors=(),
+                modified_arguments=None,
+                modified_content=None,
+            )
             if len(self._settled) >= _MAX_CACHED:
                 self._settled.clear()
             self._settled[key] = fields
-        return fields
+        return Decision.settled(fields, action.action_id, evaluated_at, duration_us)
 
 
 def actors(action: Action) -> tuple[str | None, str | None]:
@@ -221,6 +237,8 @@ def _build(policy: Policy, point: MediationPoint, tool: str | None, connector: s
                 rule_obligations(r),
                 overrides=r.overrides or None,
             ),
+            condition=r.condition,
+            sequenced=r.spec.match.after is not None,
         )
         for r in policy.candidates(point, tool, connector, cls)
     )

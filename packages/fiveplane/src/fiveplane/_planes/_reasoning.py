@@ -7,6 +7,7 @@ policy's rules and the session state, and combines everything deny-overrides int
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,7 @@ from .._policy._load import CompiledFlowRule, CompiledRule, Policy
 from .._policy._models import AgentSpec
 from .._session import SessionState
 from ._base import PlaneContext, PlaneResult
-from ._plan import Contribution, Plan, approval_obligation, describe, explain, plan_for
+from ._plan import Contribution, Plan, actors, approval_obligation, describe, explain, plan_for
 
 __all__ = ["Contribution", "ReasoningPlane", "describe", "explain", "quiet"]
 
@@ -158,17 +159,21 @@ class ReasoningPlane:
 
     # ---- judging ------------------------------------------------------------------------------
 
-    def settle(self, action: Action, policy: Policy, session: SessionState, now: datetime, plan: Plan) -> Contribution | None:
-        """The one reason that decides an action when judging it has nothing else to weigh: the
-        plan's own checks pass without a finding and the candidate rules' conditions pick a single
-        strongest reason, enforced and not asking for approval. ``None`` whenever anything else
-        could be said (a finding, a tie, a warn/shadow rule, an approval, a condition error):
-        :meth:`evaluate` and :meth:`combine` then judge the action. On the cases this takes, their
-        decision is the one ``plan.settled`` builds from this reason (a property test checks)."""
+    def settle(
+        self, action: Action, policy: Policy, session: SessionState, now: datetime, plan: Plan, t0: int
+    ) -> Decision | None:
+        """The decision when judging the action has nothing to weigh but one reason: the plan's own
+        checks pass without a finding and the candidate rules' conditions pick a single strongest
+        reason, enforced and not asking for approval; the plan then has the decision prebuilt
+        (``t0``: when deciding began, ``perf_counter_ns``). ``None`` whenever anything else could be
+        said (a finding, a tie, a warn/shadow rule, an approval, a condition error): :meth:`evaluate`
+        and :meth:`combine` then judge the action. On the cases this takes, theirs is the same
+        decision (a property test checks)."""
         if not plan.settles:
             return None
         point = action.point
         agent = action.agent
+        user = action.user
         spec = policy.agents.get(agent.id) if agent is not None else None
         if spec is None:
             if point is not _INPUT and (agent is not None or point in _AGENT_POINTS):
@@ -181,13 +186,11 @@ class ReasoningPlane:
         best: Contribution | None = None
         tied = False
         if plan.rules:
-            user = action.user
             cel_vars: _Vars | None = None
             for planned in plan.admitting(user.roles if user is not None else (), agent.id if agent is not None else None):
-                rule = planned.rule
-                if rule.spec.match.after is not None and not self._after(rule, session):
+                if planned.sequenced and not self._after(planned.rule, session):
                     continue
-                cond = rule.condition
+                cond = planned.condition
                 if cond is not None:
                     answer = cond.on_arguments(action.arguments)
                     if answer is UNDECIDED:
@@ -212,7 +215,15 @@ class ReasoningPlane:
                 return None
         if tied or best.verdict is _REQUIRE_APPROVAL:
             return None
-        return best
+        return plan.settled(
+            best,
+            user.id if user is not None else None,
+            agent.id if agent is not None else None,
+            action,
+            policy,
+            now,
+            (time.perf_counter_ns() - t0) / 1000,
+        )
 
     def evaluate(self, action: Action, ctx: PlaneContext, plan: Plan | None = None) -> tuple[PlaneResult, list[Contribution]]:
         policy, session = ctx.policy, ctx.session
@@ -478,9 +489,9 @@ class ReasoningPlane:
             # approval: the strongest verdict and its reasons, with no further combining to do
             winners = [c for c in contributions if c.verdict is simple]
             if plan is not None and len(winners) == 1:
-                settled = plan.settled(action, winners[0], policy)
+                settled = plan.settled(winners[0], *actors(action), action, policy, evaluated_at, duration_us)
                 if settled is not None:
-                    return Decision.settled(settled, action.action_id, evaluated_at, duration_us)
+                    return settled
             obligations_: tuple[Obligation, ...] = ()
             for c in winners:
                 if c.obligations:
