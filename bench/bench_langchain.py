@@ -6,7 +6,9 @@ sales-support rules — once without the data plane and once with it. The overhe
 ``(p50 governed run − p50 bare run) / tool calls``; it covers everything the middleware adds to one
 agent step: the ``model_output`` decision of the turn, the ``tool_call`` decision, the ``tool_result``
 decision, plus the run's ``input`` and ``final_output`` decisions spread over the calls.
-Target: ≤ 0.5 ms per tool call without the data plane (issue 16).
+Target: ≤ 0.5 ms per tool call without the data plane (issue 16). ``floor_overhead_per_tool_call_ms``:
+a do-nothing middleware of the same shape (hooks, state schema, trace policy) timed in the same rounds,
+what LangChain/LangGraph charge before any decision; ``fiveplane_share_per_tool_call_ms`` is the rest.
 
 The same loop is also timed with a durable SQLite ledger as the Governor's evidence (``evidence:
 required`` in the pack: every decision and outcome is committed, WAL with ``synchronous=FULL``,
@@ -88,14 +90,41 @@ def _agent(
     return agent, config
 
 
-def _measure(planes: list[Any], evidence: Any = None) -> dict[str, float]:
+def _floor_middleware() -> Any:
+    """A middleware of FiveplaneMiddleware's shape — the same hooks (``before_agent``,
+    ``wrap_model_call``, ``wrap_tool_call``), state schema and trace policy — that does nothing:
+    what LangChain and LangGraph charge for such a middleware before it decides anything."""
+    from langchain.agents.middleware import AgentMiddleware
+
+    from langchain_fiveplane import FiveplaneMiddleware
+
+    class Floor(AgentMiddleware):  # type: ignore[type-arg]
+        state_schema = FiveplaneMiddleware.state_schema
+        trace_policy = FiveplaneMiddleware.trace_policy
+
+        def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+            return None
+
+        def wrap_model_call(self, request: Any, handler: Any) -> Any:
+            return handler(request)
+
+        def wrap_tool_call(self, request: Any, handler: Any) -> Any:
+            return handler(request)
+
+    return Floor()
+
+
+def _measure(planes: list[Any], evidence: Any = None, floor: bool = False) -> dict[str, float]:
     """Bare and governed runs interleaved (so drift on a shared machine hits both alike): p50 wall and
-    CPU time per run (CPU: ``process_time``, every thread of the process, immune to scheduling noise)."""
+    CPU time per run (CPU: ``process_time``, every thread of the process, immune to scheduling noise).
+    ``floor``: a do-nothing middleware of the same shape runs in the same rounds."""
     from langchain_core.messages import HumanMessage
 
     agents = {"bare": _agent(False, []), "gov": _agent(True, planes, evidence=evidence)}
-    wall: dict[str, list[float]] = {"bare": [], "gov": []}
-    cpu: dict[str, list[float]] = {"bare": [], "gov": []}
+    if floor:
+        agents["floor"] = _agent(False, [], middleware=[_floor_middleware()])
+    wall: dict[str, list[float]] = {name: [] for name in agents}
+    cpu: dict[str, list[float]] = {name: [] for name in agents}
     for i in range(WARMUP + RUNS):
         for name, (agent, config) in agents.items():
             cfg = config()
@@ -142,7 +171,7 @@ def _measure_ledger() -> dict[str, float]:
 
 
 def langchain_tool_overhead() -> dict[str, Any]:
-    off = _measure([])
+    off = _measure([], floor=True)
     planes_on, data_label = _planes(True)
     on = _measure(planes_on)
     led = _measure_ledger()
@@ -155,6 +184,8 @@ def langchain_tool_overhead() -> dict[str, Any]:
         "governed_run_p50_ms": round(off["wall_gov"], 2),
         "p50_overhead_per_tool_call_ms": round(per_call, 3),
         "p90_overhead_per_tool_call_ms": round((off["wall90_gov"] - off["wall90_bare"]) / CALLS, 3),
+        "floor_overhead_per_tool_call_ms": round((off["wall_floor"] - off["wall_bare"]) / CALLS, 3),
+        "fiveplane_share_per_tool_call_ms": round((off["wall_gov"] - off["wall_floor"]) / CALLS, 3),
         "cpu_overhead_per_tool_call_ms": round((off["cpu_gov"] - off["cpu_bare"]) / CALLS, 3),
         "data_plane": data_label,
         "p50_overhead_per_tool_call_data_ms": round((on["wall_gov"] - on["wall_bare"]) / CALLS, 3),
