@@ -15,7 +15,10 @@ required`` in the pack: every decision and outcome is committed, WAL with ``sync
 before the step goes on; checkpoints signed with a fresh key): ``p50_overhead_per_tool_call_ledger_ms``,
 target ≤ 1 ms. ``durable_commits_per_tool_call_ledger`` counts the ledger's commits (input and final
 answer included): write-ahead needs two per call, before the tool runs and before its result goes back
-to the model.
+to the model. Beside it: ``ledger_commit_ms_in_situ`` (the ledger's mean commit in that loop,
+``Ledger.stats.commit_seconds / flushes``), ``ledger_raw_commit_floor_ms`` (plain sqlite3, same schema
+and pragmas, the ``ledger_append_single`` floor) and ``ledger_commit_floor_per_tool_call_ms`` (commits
+per call × that floor: what durability alone costs per call on this disk).
 
 Run: ``python -m bench langchain``.
 """
@@ -164,10 +167,34 @@ def _measure_ledger() -> dict[str, float]:
     try:
         figures = _measure([], evidence=ledger)
         figures["commits_per_tool_call"] = ledger.stats.flushes / ((WARMUP + RUNS) * CALLS)
+        figures["commit_ms"] = ledger.stats.commit_seconds / ledger.stats.flushes * 1000
+        figures["raw_commit_ms"] = _raw_commit_ms()
         return figures
     finally:
         ledger.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _raw_commit_ms() -> float:
+    """The disk's floor for one durable ledger commit: plain sqlite3, same schema and pragmas (the
+    ``ledger_append_single`` floor), p50 of 300 commits."""
+    from fiveplane._ledger._records import make_record
+
+    from .bench_ledger import ORIGIN, _RawFloor, _tmpdb
+
+    url, _ = _tmpdb()
+    floor = _RawFloor(url)
+    lat = []
+    try:
+        for i in range(350):
+            r = make_record(ORIGIN, "bench.decision", {"i": i}, {"x": "y" * 200}, action_id=uuid.uuid4().hex, session_id="b")
+            t = time.perf_counter()
+            floor.append(r)
+            if i >= 50:
+                lat.append(time.perf_counter() - t)
+    finally:
+        floor.conn.close()
+    return statistics.median(lat) * 1000
 
 
 def langchain_tool_overhead() -> dict[str, Any]:
@@ -194,6 +221,9 @@ def langchain_tool_overhead() -> dict[str, Any]:
         "ledger_run_p50_ms": round(led["wall_gov"], 2),
         "p50_overhead_per_tool_call_ledger_ms": round(per_call_ledger, 3),
         "durable_commits_per_tool_call_ledger": round(led["commits_per_tool_call"], 2),
+        "ledger_commit_ms_in_situ": round(led["commit_ms"], 3),
+        "ledger_raw_commit_floor_ms": round(led["raw_commit_ms"], 3),
+        "ledger_commit_floor_per_tool_call_ms": round(led["commits_per_tool_call"] * led["raw_commit_ms"], 3),
         "p90_overhead_per_tool_call_ledger_ms": round((led["wall90_gov"] - led["wall90_bare"]) / CALLS, 3),
         "cpu_overhead_per_tool_call_ledger_ms": round((led["cpu_gov"] - led["cpu_bare"]) / CALLS, 3),
         "target_ms": 0.5,

@@ -157,6 +157,8 @@ class _Stats:
     max_batch: int = 0
     last_error: str | None = None
     lost: int = 0
+    commit_seconds: float = 0.0
+    """Wall time spent in the store's commits that succeeded (÷ ``flushes``: the mean commit)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -578,6 +580,7 @@ class Ledger:
                     continue
             ready.append(g)
         records = [r for g in ready for r in g.records]
+        started = time.perf_counter()
         try:
             result = self._store.append(self.ledger_id, records) if records else None
         except Exception as exc:  # noqa: BLE001 - reported to waiters; queued non-durable records are retried
@@ -593,6 +596,7 @@ class Ledger:
             self._file_checked = time.monotonic()  # the store checked the file before and after the commit
             self._known_size = self._own_size = result.size
             self.stats.flushes += 1  # (counted before its producers are woken: they see their commit in the stats)
+            self.stats.commit_seconds += time.perf_counter() - started
             self.stats.records += len(records)
             self.stats.max_batch = max(self.stats.max_batch, len(records))
         seq = result.first_seq if result is not None else None
