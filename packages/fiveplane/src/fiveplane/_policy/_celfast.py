@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import operator
 import re
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -400,16 +399,15 @@ def _not(a: Node) -> Node:
 
 
 def _const(value: Any) -> Node:
-    """A literal's node; ``_CONSTANTS`` knows its value (a comparison with it is specialised)."""
+    """A literal's node; its ``literal`` attribute holds ``(value,)`` (a comparison with it is specialised)."""
 
     def c(env: dict[str, Any]) -> Any:
         return value
 
-    _CONSTANTS[c] = value
+    c.literal = (value,)  # type: ignore[attr-defined]
     return c
 
 
-_CONSTANTS: weakref.WeakKeyDictionary[Node, Any] = weakref.WeakKeyDictionary()
 _CMP: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
     "!=": operator.ne,
@@ -422,9 +420,10 @@ _CMP: dict[str, Callable[[Any, Any], bool]] = {
 
 def _compare(op: str, a: Node, b: Node) -> Node:
     general = _compare_any(op, a, b)
-    if b not in _CONSTANTS:
+    literal = getattr(b, "literal", None)
+    if literal is None:
         return general
-    y = _CONSTANTS[b]
+    (y,) = literal
     ky, ty, cmp = _kind(y), type(y), _CMP[op]
     # a field against a number or string literal, the commonest condition: the same answer as
     # ``general`` (which the value takes whenever it is not of the literal's kind), fewer steps
