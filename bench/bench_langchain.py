@@ -9,6 +9,8 @@ decision, plus the run's ``input`` and ``final_output`` decisions spread over th
 Target: ≤ 0.5 ms per tool call without the data plane (issue 16). ``floor_overhead_per_tool_call_ms``:
 a do-nothing middleware of the same shape (hooks, state schema, trace policy) timed in the same rounds,
 what LangChain/LangGraph charge before any decision; ``fiveplane_share_per_tool_call_ms`` is the rest.
+``overhead_vs_bare_call``: the overhead as a fraction of one bare loop step (model turn + tool call),
+which moves less than milliseconds do when the machine has a slow spell.
 
 The same loop is also timed with a durable SQLite ledger as the Governor's evidence (``evidence:
 required`` in the pack: every decision and outcome is committed, WAL with ``synchronous=FULL``,
@@ -211,6 +213,7 @@ def langchain_tool_overhead() -> dict[str, Any]:
         "governed_run_p50_ms": round(off["wall_gov"], 2),
         "p50_overhead_per_tool_call_ms": round(per_call, 3),
         "p90_overhead_per_tool_call_ms": round((off["wall90_gov"] - off["wall90_bare"]) / CALLS, 3),
+        "overhead_vs_bare_call": round(per_call / (off["wall_bare"] / CALLS), 3),
         "floor_overhead_per_tool_call_ms": round((off["wall_floor"] - off["wall_bare"]) / CALLS, 3),
         "fiveplane_share_per_tool_call_ms": round((off["wall_gov"] - off["wall_floor"]) / CALLS, 3),
         "cpu_overhead_per_tool_call_ms": round((off["cpu_gov"] - off["cpu_bare"]) / CALLS, 3),
