@@ -1,4 +1,5 @@
-"""Action ids: 128 CSPRNG bits as 32 hex digits, drawn from a pool that a forked child never shares."""
+"""Action ids (and ledger record ids and salts): CSPRNG bytes from the process pool (`_entropy`), which
+a forked child never shares."""
 
 from __future__ import annotations
 

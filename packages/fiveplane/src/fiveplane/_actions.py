@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import threading
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -24,6 +22,7 @@ import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ._clock import utcnow
+from ._entropy import random_bytes
 
 __all__ = [
     "MAX_PAYLOAD_CHARS",
@@ -137,29 +136,9 @@ def canonical_json(value: Any, *, plain: bool | None = None) -> bytes:
     return rfc8785.dumps(value)
 
 
-_ID_POOL = bytearray()
-_ID_LOCK = threading.Lock()
-
-
 def _new_id() -> str:
-    """128 bits from the OS's CSPRNG as 32 hex digits. The bits are drawn 4 KiB at a time (one
-    ``getrandom`` call per 256 ids: a system call per id cost more than the rest of building the
-    action), and the pool is emptied in a forked child, so no two processes share ids."""
-    with _ID_LOCK:
-        if not _ID_POOL:
-            _ID_POOL.extend(os.urandom(4096))
-        bits = _ID_POOL[-16:]
-        del _ID_POOL[-16:]
-    return bits.hex()
-
-
-def _forget_ids() -> None:
-    global _ID_LOCK
-    _ID_LOCK = threading.Lock()  # (a lock held by another thread at fork time stays held in the child)
-    _ID_POOL.clear()
-
-
-os.register_at_fork(after_in_child=_forget_ids)
+    """128 bits from the OS's CSPRNG as 32 hex digits (from the process's pool: see ``_entropy``)."""
+    return random_bytes(16).hex()
 
 
 MAX_PAYLOAD_DEPTH = 64

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -33,6 +31,7 @@ from typing import Any
 
 from .._actions import Action, MediationPoint, canonical_json, plain_json
 from .._decisions import Decision, ObligationKind
+from .._entropy import random_bytes
 from .._evidence import Outcome, digest_value
 from ._merkle import hash_leaf
 
@@ -89,19 +88,9 @@ def payload_digest(salt: bytes, body: bytes) -> str:
     return "sha256:" + hashlib.sha256(salt + body).hexdigest()
 
 
-_rand = threading.local()
-
-
 def _random32() -> bytes:
-    """32 random bytes from a per-thread buffer refilled 4 KiB at a time (one syscall, and one GIL
-    release, per 128 records instead of per record)."""
-    buf: bytes | None = getattr(_rand, "buf", None)
-    pos: int = getattr(_rand, "pos", 0)
-    if buf is None or pos + 32 > len(buf) or getattr(_rand, "pid", None) != os.getpid():
-        buf, pos = os.urandom(4096), 0
-        _rand.buf, _rand.pid = buf, os.getpid()
-    _rand.pos = pos + 32
-    return buf[pos : pos + 32]
+    """32 random bytes (record id and payload salt) from the process's CSPRNG pool."""
+    return random_bytes(32)
 
 
 def _now() -> str:
