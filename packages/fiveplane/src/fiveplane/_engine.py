@@ -43,12 +43,12 @@ from ._decisions import Decision, Finding, Mode, ObligationKind, Severity, Verdi
 from ._evidence import EvidenceSink, Outcome, digest_value
 from ._flow import FlowContent, split_trust
 from ._planes._base import BasePlane, PlaneContext, PlaneResult
-from ._planes._plan import Plan, plan_for, trusted_copy
+from ._planes._plan import Plan, plan_for
 from ._planes._reasoning import Contribution, ReasoningPlane, describe, quiet
 from ._planes._registry import planes_for
 from ._policy._load import Policy, load_policy
 from ._policy._yaml import PolicyError
-from ._session import SessionCommit, SessionState, SessionStore, SessionTx
+from ._session import _NO_LABELS, SessionCommit, SessionState, SessionStore, SessionTx
 from ._sessions_sql import sessions_for
 
 __all__ = [
@@ -65,7 +65,6 @@ __all__ = [
 T = TypeVar("T")
 
 _TOOL_CALL, _INPUT = MediationPoint.TOOL_CALL, MediationPoint.INPUT  # hot-path enum members as module constants
-_NO_LABELS: frozenset[str] = frozenset()
 _NOTHING: list[Any] = []  # no planes: no contexts, no results (shared; never appended to)
 
 
@@ -292,9 +291,8 @@ class Governor:
 
     def _planned(self, action: Action) -> tuple[Plan, Action]:
         """The decision plan of the action, and the action as the catalog corrects it."""
-        point, tool, connector, cls = action.point, action.tool, action.connector, action.action_class
-        plan = self.policy.plans.get((point, tool, connector, cls)) or plan_for(self.policy, point, tool, connector, cls)
-        return plan, (trusted_copy(action, plan.updates) if plan.updates else action)
+        plan = plan_for(self.policy, action.point, action.tool, action.connector, action.action_class)
+        return plan, plan.normalize(action)
 
     # The path of one decision is written once, as a generator of effects (evaluate the planes, their
     # on_decision, the evidence write, blocking I/O); ``decide`` and ``adecide`` drive it, so sync and

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple, Protocol
@@ -134,13 +134,13 @@ class SessionCommit:
             count_keys,
         )
 
-    def count_keys(self) -> list[str]:
+    def count_keys(self) -> Sequence[str]:
         """The ``session.counts`` keys this step adds one to (steps that proceeded only)."""
         s = self.step
         if not s.verdict.proceeds:
-            return []
+            return ()
         if self.keys is not None:
-            return list(self.keys)
+            return self.keys
         keys = []
         if s.tool:
             keys.append(f"tool:{s.tool}")
@@ -206,10 +206,8 @@ class SessionState:
             self.intent = change.intent
         if change.purpose:
             self.purpose = change.purpose
-        if change.step.verdict.proceeds:
-            counts = self.counts
-            for key in change.keys if change.keys is not None else change.count_keys():
-                counts[key] += 1
+        for key in change.count_keys():
+            self.counts[key] += 1
         if change.labels:
             self.labels.update(change.labels)
         if change.extra:
@@ -408,11 +406,7 @@ class InMemorySessionStore:
         """The transaction of a session whose lock is held (released again if this fails)."""
         try:
             with self._guard:
-                state = self._states.get(session_id)
-                if state is None:
-                    state = self._state_locked(session_id)
-                else:
-                    self._states.move_to_end(session_id)
+                state = self._state_locked(session_id)
             return _MemoryTx(self, self._checked(state), lock)
         except BaseException:
             lock.release()

@@ -88,11 +88,6 @@ def payload_digest(salt: bytes, body: bytes) -> str:
     return "sha256:" + hashlib.sha256(salt + body).hexdigest()
 
 
-def _random32() -> bytes:
-    """32 random bytes (record id and payload salt) from the process's CSPRNG pool."""
-    return random_bytes(32)
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
@@ -114,7 +109,7 @@ def make_record(
 ) -> PendingRecord:
     """Build the envelope (canonical JSON, RFC 8785) and leaf hash of one record."""
     kind = str(kind)  # a RecordKind member is written as its value: a plain str takes the fast encoder
-    rand = _random32()  # record id (16 bytes) and payload salt (16 bytes)
+    rand = random_bytes(32)  # record id (16 bytes) and payload salt (16 bytes), from the process's CSPRNG pool
     env: dict[str, Any] = {
         "schema": SCHEMA,
         "origin": origin,

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .._actions import Action, ActionClass, MediationPoint, PrincipalKind
+from .._actions import _AGENT, _USER, Action, ActionClass, MediationPoint
 from .._decisions import Decision, Finding, Mode, Obligation, ObligationKind, Severity, Verdict
 from .._policy._cel import Condition
 from .._policy._load import CompiledRule, Glob, Policy
 from .._policy._models import ApprovalSpec, ToolSpec
 
 __all__ = [
+    "TOOL_POINTS",
     "Contribution",
     "Plan",
     "PlannedRule",
@@ -37,7 +38,8 @@ __all__ = [
 ]
 
 PLANE = "reasoning"
-_USER, _AGENT = PrincipalKind.USER, PrincipalKind.AGENT
+TOOL_POINTS = frozenset({MediationPoint.TOOL_CALL, MediationPoint.TOOL_RESULT})
+"""The points that name a tool (an uncatalogued one is a finding)."""
 _MAX_PLANS = 100_000
 _MAX_CACHED = 256
 
@@ -269,7 +271,7 @@ def _build(policy: Policy, point: MediationPoint, tool: str | None, connector: s
         count_keys=count_keys,
         own=frozenset(id(c) for c in (default, enforce_default, *(r.contribution for r in rules))),
         settles=(
-            (spec is not None or point not in (MediationPoint.TOOL_CALL, MediationPoint.TOOL_RESULT))
+            (spec is not None or point not in TOOL_POINTS)
             and not notes
             and point is not MediationPoint.DELEGATION
             and not (policy.flow is not None and point is MediationPoint.TOOL_CALL)

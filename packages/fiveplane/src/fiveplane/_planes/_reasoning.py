@@ -22,12 +22,11 @@ from .._policy._load import CompiledFlowRule, CompiledRule, Policy
 from .._policy._models import AgentSpec
 from .._session import SessionState
 from ._base import PlaneContext, PlaneResult
-from ._plan import Contribution, Plan, actors, approval_obligation, describe, explain, plan_for
+from ._plan import TOOL_POINTS, Contribution, Plan, actors, approval_obligation, describe, explain, plan_for
 
 __all__ = ["Contribution", "ReasoningPlane", "describe", "explain", "quiet"]
 
 PLANE = "reasoning"
-_TOOL_POINTS = frozenset({MediationPoint.TOOL_CALL, MediationPoint.TOOL_RESULT})
 _AGENT_POINTS = frozenset({MediationPoint.TOOL_CALL, MediationPoint.DELEGATION})
 # enum members the hot path compares against, as module constants (a member read costs a lookup)
 _INPUT, _TOOL_CALL = MediationPoint.INPUT, MediationPoint.TOOL_CALL
@@ -234,7 +233,7 @@ class ReasoningPlane:
         defaults = policy.defaults
         point = action.point
 
-        if plan.tool_spec is None and point in _TOOL_POINTS:
+        if plan.tool_spec is None and point in TOOL_POINTS:
             verdict = Verdict(defaults.unknown_tool)
             result.add(
                 "unknown_tool", f"tool {action.tool!r} is not in the policy's catalog", verdict=verdict, severity=Severity.HIGH
